@@ -1,0 +1,1 @@
+"""posenet_ros: PoseNet camera relocalization for ROS 2."""

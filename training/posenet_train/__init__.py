@@ -1,0 +1,1 @@
+"""posenet_train: turn images of a scene into a posenet_ros model file."""
