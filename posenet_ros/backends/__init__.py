@@ -1,0 +1,144 @@
+"""Inference backends behind one interface, and the choice between them.
+
+Backends: ``onnxruntime`` (CPU, or CUDA when ONNX Runtime's CUDA provider is installed) and
+``tensorrt`` (Jetson / desktop NVIDIA GPU). ``tensorrt`` and CUDA are optional: they are never
+imported at module level, so the package imports on machines without them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from posenet_ros.errors import BackendError
+from posenet_ros.model_file import ModelInfo
+
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt")
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the node needs from an inference backend."""
+
+    name: str
+
+    def infer(self, image_BCHW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on a float32 ``[N, 3, H, W]`` batch (RGB, 0..1).
+
+        Returns ``(position_m [N, 3], quat_wxyz [N, 4])`` as float64, raw network output: the
+        quaternion is not normalised and nothing is checked for NaN (that is the caller's job).
+        Raises BackendError when inference fails.
+        """
+        ...
+
+    def describe(self) -> str:
+        """One line for logs/diagnostics: runtime, version, device, threads."""
+        ...
+
+
+def select_backend(
+    kind: str, *, tensorrt_available: bool, cuda_available: bool
+) -> tuple[str, str]:
+    """Pure decision table: ``(backend to use, why)`` for a requested ``kind``.
+
+    An explicit ``onnxruntime`` or ``tensorrt`` is honoured as asked (a missing TensorRT then
+    fails loudly when the backend is created, never silently falls back). ``auto`` takes
+    TensorRT only when it is importable and a CUDA GPU is present, else ONNX Runtime.
+    """
+    if kind not in BACKEND_CHOICES:
+        raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if kind != "auto":
+        return kind, f"requested backend {kind!r}"
+    if tensorrt_available and cuda_available:
+        return "tensorrt", "auto: TensorRT is importable and a CUDA GPU is present"
+    if tensorrt_available:
+        return "onnxruntime", "auto: TensorRT is importable but no CUDA GPU was found"
+    if cuda_available:
+        return "onnxruntime", "auto: a CUDA GPU is present but TensorRT is not installed"
+    return "onnxruntime", "auto: TensorRT is not installed and no CUDA GPU was found"
+
+
+def tensorrt_importable() -> bool:
+    """Whether a ``tensorrt`` Python package is installed (found without importing it)."""
+    try:
+        return importlib.util.find_spec("tensorrt") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_gpu_present() -> bool:
+    """Whether the CUDA driver reports at least one GPU (via libcuda; no Python CUDA package).
+
+    Works on desktops and Jetsons alike and honours ``CUDA_VISIBLE_DEVICES``. False when the
+    driver library is absent or fails to initialise.
+    """
+    for library_name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            libcuda = ctypes.CDLL(library_name)
+        except OSError:
+            continue
+        try:
+            if libcuda.cuInit(0) != 0:
+                return False
+            count = ctypes.c_int(0)
+            if libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+                return False
+        except AttributeError:  # not a CUDA driver library after all
+            return False
+        return count.value > 0
+    return False
+
+
+def create_backend(
+    kind: str,
+    model_path: str,
+    info: ModelInfo,
+    num_threads: int = 0,
+    log: Callable[[str], None] | None = None,
+    *,
+    session: Any = None,
+) -> Backend:
+    """Create the inference backend ``kind`` (one of ``BACKEND_CHOICES``) for a model file.
+
+    ``info`` is ``model_file.load_model_info(model_path)``; the backend checks its own loaded
+    graph against it. ``num_threads`` is ONNX Runtime's intra-op thread count (0 = its
+    default). ``log`` (str -> None) receives one line saying which backend was chosen and why.
+    ``session``: an ONNX Runtime session already open on ``model_path`` to reuse instead of
+    loading the file again (only used when the choice is ``onnxruntime``); by default the
+    backend opens its own, tuned session, which costs one extra load at start-up.
+
+    ``auto`` falls back to ONNX Runtime (and logs why) when the TensorRT backend cannot be
+    created; an explicit ``tensorrt`` raises BackendError instead.
+    """
+
+    def emit(message: str) -> None:
+        if log is not None:
+            log(message)
+
+    if kind not in BACKEND_CHOICES:
+        raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if not isinstance(num_threads, int) or num_threads < 0:
+        raise BackendError(f"num_threads {num_threads!r} must be an integer >= 0 (0 = default)")
+    tensorrt_available = kind == "auto" and tensorrt_importable()
+    # Only probe the GPU when it can change the decision (cuInit takes a while).
+    cuda_available = tensorrt_available and cuda_gpu_present()
+    choice, reason = select_backend(
+        kind, tensorrt_available=tensorrt_available, cuda_available=cuda_available
+    )
+    emit(f"inference backend: {choice} ({reason})")
+    if choice == "tensorrt":
+        from posenet_ros.backends.tensorrt import create_tensorrt_backend
+
+        try:
+            return create_tensorrt_backend(model_path, info, num_threads=num_threads, log=log)
+        except BackendError as exc:
+            if kind != "auto":
+                raise
+            emit(f"TensorRT backend unavailable ({exc}); falling back to onnxruntime")
+    from posenet_ros.backends.onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(model_path, info, num_threads=num_threads, session=session)
