@@ -3,7 +3,8 @@
 The wheels are built in a manylinux container whose interpreter lives in /opt/python/cp311-cp311;
 their exported ``*.cmake`` files name that interpreter's include folders, which do not exist on a
 user's machine, so building any ``.msg`` package against them fails. Usage: ``python
-fix_ros_wheel_cmake.py VENV``; with ``--numpy-link VENV`` it only prints the link below. Idempotent.
+fix_ros_wheel_cmake.py VENV``; with ``--numpy-link VENV`` it only prints the link below.
+Idempotent.
 
 numpy's headers are named through a link outside the repository: the venv lives in the source
 tree (``.venv``), and CMake refuses to export a target whose include path lies inside the source
@@ -12,9 +13,9 @@ directory ("... which is prefixed in the source directory").
 
 from __future__ import annotations
 
-import re
 import hashlib
 import os
+import re
 import sys
 import sysconfig
 from pathlib import Path

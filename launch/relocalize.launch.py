@@ -1,0 +1,83 @@
+"""Start the posenet_ros relocalizer (and optionally RViz).
+
+    ros2 launch posenet_ros relocalize.launch.py model_path:=/path/model.onnx \
+        image_topic:=/camera/color/image_raw
+
+Every node parameter lives in one file (params_file, default config/relocalize.yaml); this file
+only overrides model_path and use_compressed when they are given on the command line. What it
+starts is exactly `relocalizer --ros-args --params-file PARAMS -p ... -r image:=TOPIC`, which the
+test suite runs directly.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+
+def _relocalizer(context):
+    value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    overrides = {}
+    if value("model_path"):
+        overrides["model_path"] = value("model_path")
+    if value("use_compressed"):
+        overrides["use_compressed"] = value("use_compressed").lower() in ("true", "1", "yes")
+    image_topic = value("image_topic")
+    return [
+        Node(
+            package="posenet_ros",
+            executable="relocalizer",
+            name="relocalizer",
+            namespace=value("namespace"),
+            output="screen",
+            parameters=[value("params_file"), overrides],
+            remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
+            arguments=["--ros-args", "--log-level", value("log_level")],
+        )
+    ]
+
+
+def generate_launch_description():
+    share = get_package_share_directory("posenet_ros")
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(
+                "params_file",
+                default_value=os.path.join(share, "config", "relocalize.yaml"),
+                description="YAML file with every relocalizer parameter",
+            ),
+            DeclareLaunchArgument(
+                "model_path",
+                default_value="",
+                description="PoseNet .onnx model file (overrides params_file when given)",
+            ),
+            DeclareLaunchArgument(
+                "image_topic",
+                default_value="/camera/image_raw",
+                description="Camera image topic; with use_compressed, TOPIC/compressed is used",
+            ),
+            DeclareLaunchArgument(
+                "use_compressed",
+                default_value="",
+                description="true: subscribe to CompressedImage (overrides params_file)",
+            ),
+            DeclareLaunchArgument("namespace", default_value="", description="Node namespace"),
+            DeclareLaunchArgument("rviz", default_value="false", description="Also start RViz"),
+            DeclareLaunchArgument(
+                "log_level", default_value="info", description="debug, info, warn, error or fatal"
+            ),
+            OpaqueFunction(function=_relocalizer),
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="rviz2",
+                arguments=["-d", os.path.join(share, "config", "relocalize.rviz")],
+                condition=IfCondition(LaunchConfiguration("rviz")),
+            ),
+        ]
+    )
