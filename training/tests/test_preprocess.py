@@ -1,0 +1,146 @@
+"""Tests of posenet_train.preprocess, including byte-for-byte agreement with the ROS node's."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from posenet_train.errors import PoseNetTrainError
+from posenet_train.preprocess import (
+    center_crop,
+    crop,
+    dense_crop_offsets,
+    random_crop,
+    resize_shorter,
+    resize_shorter_and_center_crop,
+    to_tensor_chw,
+)
+
+# (image H, W, resize shorter, crop H, W): shrinking, enlarging, unchanged size, portrait,
+# odd sizes (rounding of the resized size and of the centre offset), non-square crops.
+SIZES = [
+    (480, 640, 256, 224, 224),
+    (1080, 1920, 256, 224, 224),
+    (100, 150, 256, 224, 224),
+    (256, 341, 256, 224, 224),
+    (640, 480, 256, 224, 224),
+    (257, 333, 255, 201, 199),
+    (37, 91, 64, 63, 64),
+    (301, 301, 300, 299, 299),
+]
+
+
+def random_image(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def node_preprocess():
+    """The node's posenet_ros.preprocess, imported from the repository's source folder."""
+    repo_root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(repo_root))
+    try:
+        module = importlib.import_module("posenet_ros.preprocess")
+    except ImportError as exc:
+        pytest.skip(
+            f"the node's posenet_ros.preprocess cannot be imported from {repo_root}: {exc}"
+        )
+    finally:
+        sys.path.remove(str(repo_root))
+    return module
+
+
+@pytest.mark.parametrize(("h", "w", "resize", "crop_h", "crop_w"), SIZES)
+def test_matches_node_byte_for_byte(node_preprocess, h, w, resize, crop_h, crop_w) -> None:
+    for seed in range(3):
+        image = random_image(h, w, seed)
+        ours = resize_shorter_and_center_crop(image, resize, (crop_h, crop_w))
+        theirs = node_preprocess.resize_shorter_and_center_crop(image, resize, (crop_h, crop_w))
+        assert ours.shape == (crop_h, crop_w, 3) and ours.dtype == np.uint8
+        assert ours.tobytes() == np.ascontiguousarray(theirs).tobytes()
+        # The float input tensor too (our to_tensor_chw vs the node's to_input_tensor).
+        node_tensor = node_preprocess.to_input_tensor(np.ascontiguousarray(theirs))
+        assert to_tensor_chw(ours).numpy().tobytes() == node_tensor[0].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "size", "expected_hw"),
+    [(480, 640, 256, (256, 341)), (640, 480, 256, (341, 256)), (100, 150, 256, (256, 384))],
+)
+def test_resize_shorter_sizes(h, w, size, expected_hw) -> None:
+    assert resize_shorter(random_image(h, w, 0), size).shape == (*expected_hw, 3)
+
+
+def test_center_crop_offsets() -> None:
+    image = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
+    # top = round(1.5) = 2 (banker's rounding), left = round(2.5) = 2.
+    np.testing.assert_array_equal(center_crop(image, (2, 3)), image[2:4, 2:5])
+    np.testing.assert_array_equal(center_crop(image, (3, 4)), image[1:4, 2:6])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: resize_shorter(np.zeros((4, 4), np.uint8), 8), r"shape \(H, W, 3\)"),
+        (lambda: resize_shorter(np.zeros((4, 4, 3), np.float32), 8), "uint8"),
+        (lambda: resize_shorter(np.zeros((0, 4, 3), np.uint8), 8), "empty"),
+        (lambda: resize_shorter(np.zeros((4, 4, 3), np.uint8), 0), ">= 1"),
+        (lambda: center_crop(np.zeros((4, 4, 3), np.uint8), (5, 4)), "does not fit"),
+        (lambda: crop(np.zeros((4, 4, 3), np.uint8), -1, 0, (2, 2)), "does not fit"),
+        (lambda: random_crop(np.zeros((4, 4, 3), np.uint8), (4, 5)), "larger than"),
+        (lambda: dense_crop_offsets((4, 4), (5, 4)), "larger than"),
+        (lambda: dense_crop_offsets((8, 8), (4, 4), 0), ">= 1"),
+    ],
+)
+def test_bad_input(call, message) -> None:
+    with pytest.raises(PoseNetTrainError, match=message):
+        call()
+
+
+def test_random_crop_is_seeded_and_inside() -> None:
+    image = random_image(20, 30, 1)
+    first = [random_crop(image, (8, 8), torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert first[0].tobytes() == first[1].tobytes()
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(50):
+        window = random_crop(image, (8, 8), generator)
+        assert window.shape == (8, 8, 3)
+        # Locate the window to check it is a real sub-image.
+        for top in range(13):
+            for left in range(23):
+                if np.array_equal(image[top : top + 8, left : left + 8], window):
+                    seen.add((top, left))
+    assert len(seen) > 10
+
+
+@pytest.mark.parametrize(
+    ("image_hw", "crop_hw", "grid"),
+    [
+        ((256, 341), (224, 224), (8, 16)),
+        ((341, 256), (224, 224), (16, 8)),
+        ((224, 300), (224, 224), (1, 128)),
+    ],
+)
+def test_dense_crop_offsets_grid(image_hw, crop_hw, grid) -> None:
+    offsets = dense_crop_offsets(image_hw, crop_hw)
+    assert offsets.shape == (128, 2)
+    tops, lefts = np.unique(offsets[:, 0]), np.unique(offsets[:, 1])
+    # Rounded linspace: the grid spans the full range of valid offsets.
+    assert tops.min() == 0 and tops.max() == image_hw[0] - crop_hw[0]
+    assert lefts.min() == 0 and lefts.max() == image_hw[1] - crop_hw[1]
+    if grid[0] > 1:
+        assert len(tops) == grid[0]
+    assert len(lefts) == min(grid[1], image_hw[1] - crop_hw[1] + 1)
+    spacing = np.diff(lefts)
+    assert spacing.max() - spacing.min() <= 1
+
+
+def test_dense_crop_offsets_square_and_exact_fit() -> None:
+    assert (dense_crop_offsets((224, 224), (224, 224)) == 0).all()
+    offsets = dense_crop_offsets((256, 256), (224, 224), count=4)
+    assert sorted(map(tuple, offsets)) == [(0, 0), (0, 32), (32, 0), (32, 32)]
