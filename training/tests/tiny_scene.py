@@ -1,0 +1,63 @@
+"""A tiny Cambridge-format dataset for the model/training/export tests (written, not shipped).
+
+Each image shows a smooth pattern that shifts with the camera's pose, so a network can learn a
+little; the point is the plumbing (formats, shapes, files), not accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_HW = (48, 64)
+RESIZE = 40
+CROP = 32
+
+
+def _quat_z(angle_rad: float) -> np.ndarray:
+    """wxyz of a rotation about z."""
+    return np.array([math.cos(angle_rad / 2), 0.0, 0.0, math.sin(angle_rad / 2)])
+
+
+def pose(index: int) -> tuple[np.ndarray, np.ndarray]:
+    """(camera centre, camera-to-world quat wxyz) of frame ``index``."""
+    angle = 0.4 * index
+    centre = np.array([math.cos(angle), math.sin(angle), 0.05 * index])
+    return centre, _quat_z(angle + 0.3)
+
+
+def image(index: int) -> np.ndarray:
+    """An RGB uint8 image of ``IMAGE_HW`` whose content depends on the pose."""
+    h, w = IMAGE_HW
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    phase = 0.4 * index
+    r = 127.5 + 120 * np.sin(xx / 7.0 + phase)
+    g = 127.5 + 120 * np.cos(yy / 5.0 - phase)
+    b = 127.5 + 120 * np.sin((xx + yy) / 11.0 + 2 * phase)
+    return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
+
+
+def write_tiny_cambridge(folder: Path, n_train: int = 12, n_test: int = 4) -> Path:
+    """Write PNGs and dataset_train.txt / dataset_test.txt in the Cambridge format.
+
+    Lines are ``path X Y Z W P Q R`` with ``W P Q R`` the WORLD-TO-CAMERA quaternion (the
+    conjugate of the camera-to-world one), as in Cambridge Landmarks.
+    """
+    folder = Path(folder)
+    (folder / "seq1").mkdir(parents=True, exist_ok=True)
+    header = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
+    splits = {"train": range(n_train), "test": range(n_train, n_train + n_test)}
+    for split, indices in splits.items():
+        lines = []
+        for i in indices:
+            name = f"seq1/frame{i:05d}.png"
+            cv2.imwrite(str(folder / name), cv2.cvtColor(image(i), cv2.COLOR_RGB2BGR))
+            centre, q_cw = pose(i)
+            q_wc = q_cw * np.array([1.0, -1.0, -1.0, -1.0])  # world-to-camera = conjugate
+            values = " ".join(f"{v:.9f}" for v in (*centre, *q_wc))
+            lines.append(f"{name} {values}\n")
+        (folder / f"dataset_{split}.txt").write_text(header + "".join(lines))
+    return folder
