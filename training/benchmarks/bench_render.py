@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import cv2
+
 from posenet_train.synthetic import (
     PinholeCamera,
     build_scene,

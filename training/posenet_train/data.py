@@ -89,13 +89,21 @@ class PoseDataset(Dataset):
         train: bool,
         color_jitter: float = 0.0,
         cache_resized: bool = True,
+        max_shift_px: int | None = None,
     ) -> None:
         if len(records) == 0:
             raise DatasetError("PoseDataset needs at least one record, got none")
-        if int(resize_shorter) < max(int(crop_hw[0]), int(crop_hw[1])):
+        # The node's rule: the shorter side must cover the crop's shorter side; whether a
+        # non-square crop fits the other side depends on each image's aspect ratio and is
+        # checked when it is cut.
+        if int(resize_shorter) < min(int(crop_hw[0]), int(crop_hw[1])):
             raise PoseNetTrainError(
-                f"resize_shorter={resize_shorter} must be >= the crop size {tuple(crop_hw)}"
+                f"resize_shorter={resize_shorter} must be >= the crop's shorter side "
+                f"{tuple(crop_hw)}"
             )
+        if max_shift_px is not None and int(max_shift_px) < 0:
+            raise PoseNetTrainError(f"max_shift_px must be >= 0 or None, got {max_shift_px}")
+        self.max_shift_px = None if max_shift_px is None else int(max_shift_px)
         if not 0.0 <= float(color_jitter) < 1.0:
             raise PoseNetTrainError(f"color_jitter must be in [0, 1), got {color_jitter}")
         self.records = list(records)
@@ -130,7 +138,9 @@ class PoseDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         resized = self.resized_image(index)
         if self.train:
-            image = to_tensor_chw(random_crop(resized, self.crop_hw))
+            image = to_tensor_chw(
+                random_crop(resized, self.crop_hw, max_shift_px=self.max_shift_px)
+            )
             image = color_jitter(image, self.color_jitter)
         else:
             # Same bytes as preprocess.resize_shorter_and_center_crop on the original image.

@@ -94,9 +94,17 @@ def resize_shorter_and_center_crop(
 
 
 def random_crop(
-    rgb_hwc: np.ndarray, crop_hw: tuple[int, int], generator: torch.Generator | None = None
+    rgb_hwc: np.ndarray,
+    crop_hw: tuple[int, int],
+    generator: torch.Generator | None = None,
+    max_shift_px: int | None = None,
 ) -> np.ndarray:
-    """A uniformly random ``crop_hw`` window, drawn from ``generator`` (torch's default if None).
+    """A random ``crop_hw`` window, drawn from ``generator`` (torch's default if None).
+
+    With ``max_shift_px`` None the window is uniform over the image (the PoseNet paper's random
+    crop); otherwise it is the centre crop moved by at most ``max_shift_px`` in each direction.
+    A shifted crop shows the scene as from a slightly rotated camera while the label stays the
+    same, so large shifts act as orientation label noise; small ones still regularise.
 
     Drawing from torch's RNG keeps DataLoader workers deterministic: PyTorch seeds each worker's
     torch RNG from the loader's generator.
@@ -105,8 +113,19 @@ def random_crop(
     ch, cw = int(crop_hw[0]), int(crop_hw[1])
     if ch > h or cw > w:
         raise PoseNetTrainError(f"crop {ch}x{cw} is larger than the image {h}x{w}")
-    top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    if max_shift_px is not None and max_shift_px < 0:
+        raise PoseNetTrainError(f"max_shift_px must be >= 0 or None, got {max_shift_px}")
+
+    def draw(size: int, crop_size: int) -> int:
+        if max_shift_px is None:
+            return int(torch.randint(0, size - crop_size + 1, (1,), generator=generator))
+        centre = int(round((size - crop_size) / 2.0))
+        low = max(0, centre - max_shift_px)
+        high = min(size - crop_size, centre + max_shift_px)
+        return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+    top = draw(h, ch)
+    left = draw(w, cw)
     return crop(rgb_hwc, top, left, crop_hw)
 
 

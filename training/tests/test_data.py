@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from posenet_train.data import (
     PoseDataset,
     color_jitter,
@@ -111,6 +112,7 @@ def test_dataloader_with_workers_is_deterministic(tmp_path: Path) -> None:
     [
         ({"records": []}, DatasetError, "at least one record"),
         ({"resize_shorter": 10}, PoseNetTrainError, r"resize_shorter=10 must be >= the crop"),
+        ({"max_shift_px": -2}, PoseNetTrainError, r"max_shift_px must be >= 0"),
         ({"color_jitter": 1.5}, PoseNetTrainError, r"color_jitter must be in \[0, 1\)"),
     ],
 )

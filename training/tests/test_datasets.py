@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from posenet_train.datasets import (
     PoseRecord,
     detect_format,

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from posenet_train import evaluate
 from posenet_train.data import read_rgb
 from posenet_train.datasets import PoseRecord, load_split, write_cambridge
@@ -34,7 +36,6 @@ from posenet_train.evaluate import (
 )
 from posenet_train.geometry import average_quaternions
 from posenet_train.preprocess import crop, dense_crop_offsets, resize_shorter
-from torch import nn
 
 
 class MeanColourModel(nn.Module):

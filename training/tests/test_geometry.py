@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from posenet_train.errors import PoseNetTrainError
 from posenet_train.geometry import (
     average_quaternions,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from posenet_train.errors import PoseNetTrainError
 from posenet_train.preprocess import (
     center_crop,
@@ -144,3 +145,19 @@ def test_dense_crop_offsets_square_and_exact_fit() -> None:
     assert (dense_crop_offsets((224, 224), (224, 224)) == 0).all()
     offsets = dense_crop_offsets((256, 256), (224, 224), count=4)
     assert sorted(map(tuple, offsets)) == [(0, 0), (0, 32), (32, 0), (32, 32)]
+
+
+def test_random_crop_with_max_shift_stays_near_the_centre() -> None:
+    rows, cols = np.meshgrid(np.arange(20), np.arange(30), indexing="ij")
+    image = np.stack([rows, cols, np.zeros_like(rows)], axis=-1).astype(np.uint8)
+    generator = torch.Generator().manual_seed(3)
+    centre = center_crop(image, (10, 10))
+    assert np.array_equal(random_crop(image, (10, 10), generator, max_shift_px=0), centre)
+    corners = set()
+    for _ in range(300):
+        window = random_crop(image, (10, 10), generator, max_shift_px=2)
+        corners.add((int(window[0, 0, 0]), int(window[0, 0, 1])))
+    assert {t for t, _ in corners} == {3, 4, 5, 6, 7}
+    assert {x for _, x in corners} == {8, 9, 10, 11, 12}
+    with pytest.raises(PoseNetTrainError, match="max_shift_px"):
+        random_crop(image, (10, 10), generator, max_shift_px=-1)

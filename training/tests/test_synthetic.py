@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from posenet_train import synthetic
 from posenet_train.datasets import load_split
 from posenet_train.errors import PoseNetTrainError
