@@ -12,7 +12,7 @@ test suite runs directly.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
@@ -44,8 +44,19 @@ def _relocalizer(context):
 
 def generate_launch_description():
     share = get_package_share_directory("posenet_ros")
+    actions = []
+    if "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ:
+        # Fast DDS's default 512 KiB shared-memory segment loses most full-size camera frames
+        # on a best-effort subscription (see the XML file).
+        actions.append(
+            SetEnvironmentVariable(
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                os.path.join(share, "config", "fastdds_large_images.xml"),
+            )
+        )
     return LaunchDescription(
-        [
+        actions
+        + [
             DeclareLaunchArgument(
                 "params_file",
                 default_value=os.path.join(share, "config", "relocalize.yaml"),

@@ -21,6 +21,10 @@ from rclpy.node import Node
 
 REPO_ROOT = Path(os.environ.get("POSENET_REPO_ROOT", Path(__file__).resolve().parents[1]))
 PARAMS_FILE = REPO_ROOT / "config" / "relocalize.yaml"
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_images.xml"
+# What relocalize.launch.py does, for the test peers in this process and the nodes they start:
+# Fast DDS's default shared-memory segment loses most full-size frames (see the XML file).
+os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
 
 # Domains 1..100; start from the process id so two suites on one machine rarely collide.
 _domains = itertools.count(os.getpid() % 50)
