@@ -7,6 +7,9 @@ setup:
 test:
 	scripts/test.sh
 
+demo: setup
+	. scripts/env.sh && python scripts/demo.py
+
 lint: setup
 	. scripts/env.sh && ruff check . && ruff format --check .
 

