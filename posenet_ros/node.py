@@ -58,6 +58,7 @@ from posenet_ros.stats import (
     NodeStats,
     RateLimiter,
 )
+from posenet_ros.trt_engine import PRECISIONS
 
 # Camera input: sensor-data semantics (best effort, volatile) but depth 1: only the newest frame.
 CAMERA_QOS = QoSProfile(
@@ -139,6 +140,11 @@ class RelocalizerNode(Node):
             num_threads=self.get_parameter("num_threads").value,
             max_pixels=self.get_parameter("max_image_pixels").value,
             log=self.get_logger().info,
+            backend_options={
+                "engine_cache_dir": self.get_parameter("engine_cache_dir").value,
+                "rebuild_engine": self.get_parameter("rebuild_engine").value,
+                "trt_precision": self.get_parameter("trt_precision").value,
+            },
         )
         info = self.relocalizer.info
         self.model_name = info.name
@@ -268,6 +274,39 @@ class RelocalizerNode(Node):
                 ),
             ),
             (
+                "engine_cache_dir",
+                "",
+                _descriptor(
+                    "Folder of cached TensorRT engines (backend tensorrt, or auto on a GPU); "
+                    "empty: the model file's folder. Engines are named by model content, "
+                    "TensorRT version, GPU and precision.",
+                    S,
+                    read_only=True,
+                ),
+            ),
+            (
+                "rebuild_engine",
+                False,
+                _descriptor(
+                    "Build the TensorRT engine again at start-up even if one is cached. A cached "
+                    "engine that no longer matches the model file, TensorRT or GPU is refused, "
+                    "never rebuilt silently; set this once to rebuild it (minutes on a Jetson).",
+                    B,
+                    read_only=True,
+                ),
+            ),
+            (
+                "trt_precision",
+                "fp16",
+                _descriptor(
+                    "TensorRT engine precision: fp16, fp32 or int8 (int8 calibrates on "
+                    "<model stem>_calibration.npy written by posenet_train.export).",
+                    S,
+                    read_only=True,
+                    constraints="one of: " + ", ".join(PRECISIONS),
+                ),
+            ),
+            (
                 "max_image_pixels",
                 DEFAULT_MAX_PIXELS,
                 _descriptor(
@@ -302,6 +341,11 @@ class RelocalizerNode(Node):
         backend = self.get_parameter("backend").value
         if backend not in BACKEND_CHOICES:
             return f"parameter backend is {backend!r}; allowed: {', '.join(BACKEND_CHOICES)}"
+        trt_precision = self.get_parameter("trt_precision").value
+        if trt_precision not in PRECISIONS:
+            return (
+                f"parameter trt_precision is {trt_precision!r}; allowed: {', '.join(PRECISIONS)}"
+            )
         frame_id = self.get_parameter("frame_id").value
         if frame_id and frame_id == self.get_parameter("camera_frame").value:
             return (

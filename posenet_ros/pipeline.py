@@ -45,10 +45,17 @@ class Relocalizer:
         num_threads: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         log: Callable[[str], None] | None = None,
+        backend_options: dict | None = None,
     ) -> None:
-        """Load and validate ``model_path``; raises ModelFileError / BackendError on failure."""
+        """Load and validate ``model_path``; raises ModelFileError / BackendError on failure.
+
+        ``backend_options`` go to ``create_backend`` (TensorRT: engine_cache_dir,
+        rebuild_engine, trt_precision).
+        """
         self.info: ModelInfo = load_model_info(model_path)
-        self.backend = create_backend(backend, model_path, self.info, num_threads, log=log)
+        self.backend = create_backend(
+            backend, model_path, self.info, num_threads, log=log, **(backend_options or {})
+        )
         self.max_pixels = max_pixels
         height, width = self.info.input_hw
         # Reused every frame: no per-frame allocation of the network input.

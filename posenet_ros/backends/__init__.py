@@ -16,6 +16,7 @@ import numpy as np
 
 from posenet_ros.errors import BackendError
 from posenet_ros.model_file import ModelInfo
+from posenet_ros.trt_engine import PRECISIONS
 
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt")
 
@@ -101,6 +102,9 @@ def create_backend(
     log: Callable[[str], None] | None = None,
     *,
     session: Any = None,
+    engine_cache_dir: str = "",
+    rebuild_engine: bool = False,
+    trt_precision: str = "fp16",
 ) -> Backend:
     """Create the inference backend ``kind`` (one of ``BACKEND_CHOICES``) for a model file.
 
@@ -111,8 +115,14 @@ def create_backend(
     loading the file again (only used when the choice is ``onnxruntime``); by default the
     backend opens its own, tuned session, which costs one extra load at start-up.
 
+    TensorRT options (used only when the choice is ``tensorrt``): ``engine_cache_dir`` folder
+    of cached engines ("" = beside the model file), ``rebuild_engine`` build the engine even
+    when one is cached, ``trt_precision`` one of ``trt_engine.PRECISIONS`` (fp16 default).
+
     ``auto`` falls back to ONNX Runtime (and logs why) when the TensorRT backend cannot be
-    created; an explicit ``tensorrt`` raises BackendError instead.
+    created, except for a stale cached engine (StaleEngineError): that is a deployment
+    problem to fix, not to hide behind a slower backend. An explicit ``tensorrt`` raises
+    BackendError instead of falling back.
     """
 
     def emit(message: str) -> None:
@@ -123,6 +133,10 @@ def create_backend(
         raise BackendError(f"unknown backend {kind!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     if not isinstance(num_threads, int) or num_threads < 0:
         raise BackendError(f"num_threads {num_threads!r} must be an integer >= 0 (0 = default)")
+    if trt_precision not in PRECISIONS:
+        raise BackendError(
+            f"trt_precision {trt_precision!r} is not one of {', '.join(PRECISIONS)}"
+        )
     tensorrt_available = kind == "auto" and tensorrt_importable()
     # Only probe the GPU when it can change the decision (cuInit takes a while).
     cuda_available = tensorrt_available and cuda_gpu_present()
@@ -132,13 +146,32 @@ def create_backend(
     emit(f"inference backend: {choice} ({reason})")
     if choice == "tensorrt":
         from posenet_ros.backends.tensorrt import create_tensorrt_backend
+        from posenet_ros.trt_engine import StaleEngineError
 
         try:
-            return create_tensorrt_backend(model_path, info, num_threads=num_threads, log=log)
+            return create_tensorrt_backend(
+                model_path,
+                info,
+                num_threads=num_threads,
+                log=log,
+                engine_cache_dir=engine_cache_dir,
+                rebuild_engine=rebuild_engine,
+                precision=trt_precision,
+            )
         except BackendError as exc:
-            if kind != "auto":
+            if kind != "auto" or isinstance(exc, StaleEngineError):
                 raise
             emit(f"TensorRT backend unavailable ({exc}); falling back to onnxruntime")
     from posenet_ros.backends.onnxruntime import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend(model_path, info, num_threads=num_threads, session=session)
+    backend = OnnxRuntimeBackend(model_path, info, num_threads=num_threads, session=session)
+    providers = list(backend.session.get_providers())
+    emit(
+        f"onnxruntime execution providers: {', '.join(providers)}"
+        + (
+            " (CUDA)"
+            if "CUDAExecutionProvider" in providers
+            else " (CPU: this onnxruntime build has no CUDA provider, or no GPU)"
+        )
+    )
+    return backend
