@@ -68,6 +68,7 @@ else
   log "Python dependencies up to date ($MODE)"
 fi
 
+mkdir -p log
 log "colcon build (posenet_ros)"
 cmake_args=(-DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python")
 if [[ $MODE == pip-jazzy ]]; then
