@@ -1,0 +1,199 @@
+"""Benchmark of the SfM labelling pipeline (posenet_train.sfm) on the embedded scene.
+
+Usage (from anywhere, with the project's venv active)::
+
+    python training/benchmarks/bench_sfm.py [--frames 100 300] [--width 640 --height 480]
+        [--input rosbag|video] [--arc-deg 360] [--threads 2] [--max-features 4096]
+        [--workdir DIR] [--keep]
+
+For each frame count, a recording of the synthetic room is written (a robot driving an arc round
+the room's centre with a camera looking forward-left, :mod:`posenet_train.sfm.demo_inputs`) as a
+rosbag2 (raw images, noisy odometry in an offset frame, /tf_static, CameraInfo; the labels are
+aligned to the odometry) or as an MJPG video (intrinsics estimated, scale from the known distance
+between the first frame and the one furthest from it). Then the whole pipeline runs once and one
+row is printed:
+
+- wall time of each step (frames, SIFT features + sequential matching, incremental mapping,
+  scale/alignment + export) and in total; writing the input is not counted;
+- registered share, mean reprojection error, mean track length;
+- accuracy against the renderer's ground truth: median camera-position error (absolute and as a
+  share of the path length) and median rotation error — in the odometry frame as the tool wrote
+  it (rosbag), or after a rigid Umeyama alignment (video; the SfM frame is arbitrary there).
+
+The machine's load average is printed too: SfM is CPU-bound, so other jobs slow it down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from posenet_train.datasets import load_split
+from posenet_train.geometry import matrix_to_quat, rotation_error_deg
+from posenet_train.sfm import main as sfm_main
+from posenet_train.sfm import umeyama
+from posenet_train.sfm.demo_inputs import (
+    DEFAULT_T_ODOM_WORLD,
+    make_recording,
+    write_bag,
+    write_video,
+)
+
+
+def _accuracy(out: Path, truth: np.ndarray, rigid: bool) -> tuple[float, float, float]:
+    records = load_split(out, "train") + load_split(out, "test")
+    index = [int(r.image_path.stem.split("_")[1]) for r in records]
+    positions = np.array([r.position_m for r in records])
+    quats = np.array([r.quat_wxyz for r in records])
+    gt = truth[index]
+    if rigid:
+        positions, quats = umeyama(positions, gt[:, :3, 3], with_scale=False).apply_poses(
+            positions, quats
+        )
+    position_error = np.linalg.norm(positions - gt[:, :3, 3], axis=1)
+    rotation_error = rotation_error_deg(quats, matrix_to_quat(gt[:, :3, :3]))
+    path = float(np.linalg.norm(np.diff(truth[:, :3, 3], axis=0), axis=1).sum())
+    return float(np.median(position_error)), path, float(np.median(rotation_error))
+
+
+def run_one(
+    frames: int,
+    width: int,
+    height: int,
+    input_kind: str,
+    arc_deg: float,
+    threads: int,
+    max_features: int,
+    workdir: Path,
+) -> dict:
+    """Write one input, run the pipeline on it, return the measurements."""
+    recording = make_recording(frames, width, height, arc_rad=math.radians(arc_deg))
+    case = workdir / f"{input_kind}_{frames}_{width}x{height}"
+    shutil.rmtree(case, ignore_errors=True)
+    case.mkdir(parents=True)
+    common = {
+        "max_frames": None,
+        "num_threads": threads,
+        "max_features": max_features,
+        "progress": False,
+    }
+    if input_kind == "rosbag":
+        source = write_bag(case / "bag", recording)
+        truth = DEFAULT_T_ODOM_WORLD @ recording.T_world_camera
+        kwargs = {"odometry_topic": "/odom", "camera_info_topic": "/camera/camera_info"}
+    else:
+        source = write_video(case / "video.avi", recording)
+        truth = recording.T_world_camera
+        # The frame furthest from the first: a long baseline keeps the scale error small.
+        far = int(np.argmax(np.linalg.norm(truth[:, :3, 3] - truth[0, :3, 3], axis=1)))
+        distance = float(np.linalg.norm(truth[0, :3, 3] - truth[far, :3, 3]))
+        kwargs = {"known_distance": ("0", str(far), distance)}
+    start = time.perf_counter()
+    out = sfm_main(source, case / "out", **common, **kwargs)
+    total = time.perf_counter() - start
+    report = json.loads((out / "sfm_report.json").read_text())
+    median_m, path_m, rot_deg = _accuracy(out, truth, rigid=input_kind == "video")
+    timings = report["timings_s"]
+    return {
+        "frames": frames,
+        "input": input_kind,
+        "size": f"{width}x{height}",
+        "frames_s": timings.get("frames_s", 0.0),
+        "features_s": timings.get("features_s", 0.0),
+        "mapping_s": timings.get("mapping_s", 0.0),
+        "export_s": timings.get("export_s", 0.0),
+        "total_s": total,
+        "registered": f"{report['sfm']['registered_frames']}/{frames}",
+        "reproj_px": report["sfm"]["mean_reprojection_error_px"],
+        "track_len": report["sfm"]["track_length_mean"],
+        "keypoints": report["features"]["keypoints_per_image"],
+        "path_m": path_m,
+        "pos_err_mm": 1000 * median_m,
+        "pos_err_pct": 100 * median_m / path_m,
+        "rot_err_deg": rot_deg,
+        "models": 1 + len(report["sfm"]["other_models"]),
+    }
+
+
+def main(
+    frames: tuple[int, ...] = (100, 300),
+    width: int = 640,
+    height: int = 480,
+    input_kind: str = "rosbag",
+    arc_deg: float = 360.0,
+    threads: int = 2,
+    max_features: int = 4096,
+    workdir: Path | None = None,
+    keep: bool = False,
+) -> list[dict]:
+    """Run the benchmark; print and return the rows."""
+    temporary = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="bench_sfm_")) if temporary else Path(workdir)
+    rows = []
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    header = (
+        "frames input   size     frames_s features_s mapping_s export_s total_s registered"
+        " reproj_px track_len path_m pos_err_mm pos_err_% rot_err_deg models"
+    )
+    print(header)
+    try:
+        for count in frames:
+            row = run_one(count, width, height, input_kind, arc_deg, threads, max_features, root)
+            rows.append(row)
+            print(
+                f"{row['frames']:6d} {row['input']:8s} {row['size']:8s} {row['frames_s']:8.1f}"
+                f" {row['features_s']:10.1f} {row['mapping_s']:9.1f} {row['export_s']:8.1f}"
+                f" {row['total_s']:7.1f} {row['registered']:>10s} {row['reproj_px']:9.3f}"
+                f" {row['track_len']:9.1f} {row['path_m']:6.2f} {row['pos_err_mm']:10.1f}"
+                f" {row['pos_err_pct']:9.3f} {row['rot_err_deg']:11.3f} {row['models']:6d}",
+                flush=True,
+            )
+    finally:
+        if temporary and not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return rows
+
+
+def cli() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[100, 300], help="frame counts")
+    parser.add_argument("--width", type=int, default=640, help="image width (default 640)")
+    parser.add_argument("--height", type=int, default=480, help="image height (default 480)")
+    parser.add_argument(
+        "--input", choices=("rosbag", "video"), default="rosbag", help="input kind (rosbag)"
+    )
+    parser.add_argument(
+        "--arc-deg", type=float, default=360.0, help="arc the robot drives round the room (360)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument(
+        "--max-features", type=int, default=4096, help="SIFT features per image (4096)"
+    )
+    parser.add_argument("--workdir", type=Path, help="keep inputs and outputs here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    main(
+        tuple(args.frames),
+        args.width,
+        args.height,
+        args.input,
+        args.arc_deg,
+        args.threads,
+        args.max_features,
+        args.workdir,
+        args.keep,
+    )
+
+
+if __name__ == "__main__":
+    cli()
