@@ -77,7 +77,9 @@ if [[ $MODE == pip-jazzy ]]; then
   cmake_args+=(-DPython3_NumPy_INCLUDE_DIR="$(python scripts/fix_ros_wheel_cmake.py --numpy-link "$VENV")")
 else
   # shellcheck disable=SC1090
+  set +u
   source "/opt/ros/${ROS_DISTRO}/setup.bash"
+  set -u
 fi
 colcon --log-base log build --paths . --symlink-install \
   --event-handlers console_direct- summary- status- \

@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 scripts/setup.sh
+# colcon's and ROS's setup files read unset variables: source them without `set -u`.
+set +u
 # shellcheck disable=SC1091
 source scripts/env.sh
+set -u
 
 # tf2_msgs is not obtainable from PyPI; a test-only copy of its one-line TFMessage is built into
 # its own install space, never into install/posenet_ros.
@@ -21,8 +24,10 @@ CMAKE_PREFIX_PATH=${CMAKE_PREFIX_PATH:-$VIRTUAL_ENV} colcon --log-base log build
   -DPython3_NumPy_INCLUDE_DIR="$(python scripts/fix_ros_wheel_cmake.py --numpy-link "$VIRTUAL_ENV")" \
   >log/colcon-test-interfaces.txt 2>&1 \
   || { tail -40 log/colcon-test-interfaces.txt >&2; exit 1; }
+set +u
 # shellcheck disable=SC1091
 source install/test_interfaces/local_setup.bash
+set -u
 
 echo "[test] ruff check + ruff format --check"
 ruff check .
