@@ -83,8 +83,18 @@ class NodeProcess:
         self.output = ""
 
     def wait_exit(self, timeout_s: float = 30.0) -> int:
-        """Wait for the process to end by itself; returns its exit code."""
-        out, _ = self.proc.communicate(timeout=timeout_s)
+        """Wait for the process to end by itself; returns its exit code.
+
+        A process still running after ``timeout_s`` is killed (never left behind) and the
+        timeout is raised.
+        """
+        try:
+            out, _ = self.proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+            self.output += out or ""
+            raise
         self.output += out or ""
         return self.proc.returncode
 
