@@ -5,7 +5,7 @@ The contract (``metadata_props`` of the ONNX model; see DESIGN.md):
 =========================  =================================================================
 key                        meaning
 =========================  =================================================================
-``posenet.format``         contract version, ``"1"``
+``posenet.format``         contract version, ``"1"`` or ``"2"`` (2 adds the uncertainty key)
 ``posenet.input``          input tensor name; float32 ``[N,3,H,W]``, RGB, values 0..1
 ``posenet.outputs``        ``"position,orientation"`` tensor names: ``[N,3]`` metres in the
                            scene frame, ``[N,4]`` unit quaternion wxyz, camera-to-world
@@ -15,9 +15,20 @@ key                        meaning
 ``posenet.architecture``,  provenance (optional), shown in logs and diagnostics
 ``posenet.dataset``,
 ``posenet.median_error``
+``posenet.uncertainty_     format 2 only, optional: name of an output of log-variances,
+output``                   ``[N,6]`` (x, y, z position in m^2 in the scene frame; rotation
+                           about the scene frame's fixed x, y, z axes in rad^2) or ``[N,2]``
+                           (isotropic: one position and one rotation log-variance)
 =========================  =================================================================
 
-Extra keys are allowed and ignored. The file is read with ONNX Runtime (the ``onnx`` package is
+The rotation part of the uncertainty is the variance of a small-angle rotation vector
+``dtheta`` about the scene frame's fixed axes, applied on the left: ``R_true = Exp(dtheta) @
+R_estimate`` (``posenet_ros.geometry``'s convention, and geometry_msgs/PoseWithCovariance's
+"fixed-axis" rotation covariance). Format 1 files, and format 2 files without the key, carry no
+uncertainty: the node then publishes its configured fixed covariance.
+
+Extra keys are allowed and ignored (a format 1 file's ``posenet.uncertainty_output`` too: the
+key did not exist in that version). The file is read with ONNX Runtime (the ``onnx`` package is
 not a runtime dependency on the robot).
 """
 
@@ -29,8 +40,12 @@ from typing import Any
 
 from posenet_ros.errors import ModelFileError
 
-FORMAT_VERSION = "1"
-SUPPORTED_FORMAT_VERSIONS: tuple[str, ...] = (FORMAT_VERSION,)
+FORMAT_VERSION = "2"
+"""The newest contract version (what a model with an uncertainty output declares)."""
+SUPPORTED_FORMAT_VERSIONS: tuple[str, ...] = ("1", FORMAT_VERSION)
+UNCERTAINTY_KEY = "posenet.uncertainty_output"
+#: Widths the uncertainty output may have: 6 (diagonal) or 2 (isotropic position, rotation).
+UNCERTAINTY_WIDTHS: tuple[int, ...] = (6, 2)
 
 REQUIRED_KEYS: tuple[str, ...] = (
     "posenet.format",
@@ -75,6 +90,8 @@ class ModelInfo:
     format_version: str
     # All raw metadata_props; left out of the hash (a dict is unhashable).
     metadata: dict[str, str] = field(default_factory=dict, hash=False)
+    # Format 2: name of the [N,6] / [N,2] log-variance output; None when the file has none.
+    uncertainty_output: str | None = None
 
     @property
     def name(self) -> str:
@@ -97,7 +114,9 @@ def parse_metadata(metadata: dict[str, str], path: str = "<memory>") -> ModelInf
     is allowed: missing keys, an unsupported ``posenet.format``, ``posenet.input_size`` not
     ``"H,W"`` positive integers, ``posenet.resize`` not a positive integer ``>= min(H, W)``,
     ``posenet.outputs`` not exactly two distinct comma-separated names, an empty input name, or
-    an empty/whitespace/leading-slash ``posenet.scene_frame`` (tf2 rejects those frame ids).
+    an empty/whitespace/leading-slash ``posenet.scene_frame`` (tf2 rejects those frame ids),
+    or (format 2) a ``posenet.uncertainty_output`` that is empty or names the position or
+    orientation output.
     """
     metadata = {str(k): str(v) for k, v in dict(metadata).items()}
     missing = [key for key in REQUIRED_KEYS if key not in metadata]
@@ -162,6 +181,22 @@ def parse_metadata(metadata: dict[str, str], path: str = "<memory>") -> ModelInf
             f"leading slash (use {scene_frame.lstrip('/')!r})",
         )
 
+    uncertainty_output = None
+    if format_version != "1" and UNCERTAINTY_KEY in metadata:
+        uncertainty_output = metadata[UNCERTAINTY_KEY].strip()
+        if not uncertainty_output or "," in uncertainty_output:
+            raise _error(
+                path,
+                f"{UNCERTAINTY_KEY} {metadata[UNCERTAINTY_KEY]!r} must be one tensor name (the "
+                "[N,6] or [N,2] log-variance output), or the key must be left out",
+            )
+        if uncertainty_output in output_names:
+            raise _error(
+                path,
+                f"{UNCERTAINTY_KEY} {uncertainty_output!r} is also in posenet.outputs; the "
+                "log-variances need an output of their own",
+            )
+
     return ModelInfo(
         path=path,
         input_name=input_name,
@@ -175,6 +210,7 @@ def parse_metadata(metadata: dict[str, str], path: str = "<memory>") -> ModelInf
         median_error=metadata.get("posenet.median_error", _UNKNOWN).strip() or _UNKNOWN,
         format_version=format_version,
         metadata=metadata,
+        uncertainty_output=uncertainty_output,
     )
 
 
@@ -195,7 +231,9 @@ def validate_session(session: Any, info: ModelInfo) -> None:
     without loading the file again. Checks: exactly one input, named ``info.input_name``,
     ``tensor(float)`` of rank 4 with channel dimension 3 and, where static, H and W equal to
     ``info.input_hw``; the two named outputs exist, are floating point, and their last
-    dimensions are 3 (position) and 4 (orientation wxyz). Raises ModelFileError.
+    dimensions are 3 (position) and 4 (orientation wxyz); the uncertainty output, when ``info``
+    names one, exists, is floating point, and its last dimension is 6 or 2. Raises
+    ModelFileError.
     """
     path = info.path
     inputs = list(session.get_inputs())
@@ -239,15 +277,26 @@ def validate_session(session: Any, info: ModelInfo) -> None:
             )
 
     outputs = {item.name: item for item in session.get_outputs()}
-    for name, width, what in (
-        (info.position_output, 3, "position [N,3]"),
-        (info.orientation_output, 4, "orientation wxyz [N,4]"),
-    ):
+    # (name, allowed last dimensions, what it is, the metadata key that names it)
+    checks: list[tuple[str, tuple[int, ...], str, str]] = [
+        (info.position_output, (3,), "position [N,3]", "posenet.outputs"),
+        (info.orientation_output, (4,), "orientation wxyz [N,4]", "posenet.outputs"),
+    ]
+    if info.uncertainty_output is not None:
+        checks.append(
+            (
+                info.uncertainty_output,
+                UNCERTAINTY_WIDTHS,
+                "log-variances [N,6] or [N,2]",
+                UNCERTAINTY_KEY,
+            )
+        )
+    for name, widths, what, label in checks:
         item = outputs.get(name)
         if item is None:
             raise _error(
                 path,
-                f"posenet.outputs names {name!r} ({what}), but the graph's outputs are "
+                f"{label} names {name!r} ({what}), but the graph's outputs are "
                 f"{', '.join(outputs) or 'none'}",
             )
         if item.type not in ("tensor(float)", "tensor(double)", "tensor(float16)"):
@@ -256,11 +305,11 @@ def validate_session(session: Any, info: ModelInfo) -> None:
                 f"output {name!r} has type {item.type}; the contract needs a float {what}",
             )
         out_dims = _dims(item.shape)
-        if not out_dims or (isinstance(out_dims[-1], int) and out_dims[-1] != width):
+        if not out_dims or (isinstance(out_dims[-1], int) and out_dims[-1] not in widths):
             raise _error(
                 path,
                 f"output {name!r} has shape {_shape_text(item.shape)}; the contract needs "
-                f"{what} (last dimension {width})",
+                f"{what} (last dimension {' or '.join(str(w) for w in widths)})",
             )
 
 

@@ -6,8 +6,12 @@ inference and pose checks live in ``posenet_ros.pipeline`` and the modules it us
 Subscribes  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage)
 Publishes   ``pose`` (PoseStamped), ``pose_with_covariance`` (PoseWithCovarianceStamped),
             ``estimate`` (posenet_ros/PoseEstimate), ``/tf`` (scene frame -> camera frame),
+            ``base_pose_with_covariance`` (PoseWithCovarianceStamped, with ``base_frame``),
             ``/diagnostics`` (diagnostic_msgs/DiagnosticArray)
-Every output carries the image's header stamp.
+Every output carries the image's header stamp. The covariance is the model's per-image
+uncertainty when the model file has one (format 2), else the fixed diagonal of the parameters.
+Estimates refused by the outlier gates (``posenet_ros.gating``) go out on ``estimate`` only,
+flagged ``accepted = false``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import sys
 import time
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
@@ -47,12 +52,19 @@ from posenet_ros.errors import (
     PreprocessError,
 )
 from posenet_ros.frame_worker import LatestFrameWorker
-from posenet_ros.geometry import covariance_6x6_from_diagonal
+from posenet_ros.gating import GateConfig, GateDecision, PoseGate
+from posenet_ros.geometry import (
+    base_pose_with_covariance,
+    covariance_6x6_from_diagonal,
+    extrinsic_from_parameters,
+    stddev_from_covariance,
+)
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS
 from posenet_ros.msg import PoseEstimate
-from posenet_ros.pipeline import Relocalizer
+from posenet_ros.pipeline import Relocalizer, pose_covariance
 from posenet_ros.stats import (
     REJECT_DECODE,
+    REJECT_GATED,
     REJECT_INFERENCE,
     REJECT_POSE,
     NodeStats,
@@ -110,6 +122,34 @@ def _descriptor(
     return d
 
 
+# Node parameter -> GateConfig field (same names).
+GATE_PARAMETERS: tuple[str, ...] = (
+    "max_position_stddev_m",
+    "max_rotation_stddev_rad",
+    "max_speed_m_s",
+    "speed_gate_margin_m",
+    "speed_gate_max_rejections",
+    "speed_gate_timeout_s",
+)
+# Applied on the next frame when changed at run time.
+DYNAMIC_PARAMETERS: tuple[str, ...] = (
+    "position_variance_m2",
+    "orientation_variance_rad2",
+    "use_model_covariance",
+    "model_covariance_scale",
+    *GATE_PARAMETERS,
+)
+
+
+def check_frame_name(name: str, value: str) -> str:
+    """Empty string if ``value`` is usable as a tf2 frame id, else the reason it is not."""
+    if not value or value != value.strip() or " " in value:
+        return f"{name} {value!r} must be a non-empty frame id without whitespace"
+    if value.startswith("/"):
+        return f"{name} {value!r} starts with '/'; ROS 2 frame ids have none (use {value[1:]!r})"
+    return ""
+
+
 def check_covariance_diagonal(name: str, values) -> str:
     """Empty string if ``values`` is a valid 3-vector of variances, else the reason it is not."""
     values = list(values)
@@ -151,7 +191,19 @@ class RelocalizerNode(Node):
         self._frame_id = self.get_parameter("frame_id").value or info.scene_frame
         self._camera_frame = self.get_parameter("camera_frame").value
         self._publish_tf = self.get_parameter("publish_tf").value
-        self._update_covariance()
+        self._base_frame = self.get_parameter("base_frame").value
+        for other, value in (("frame_id", self._frame_id), ("camera_frame", self._camera_frame)):
+            if self._base_frame and self._base_frame == value:
+                raise PoseNetError(
+                    f"base_frame and {other} are both {value!r}; the base pose needs a frame of "
+                    "its own (e.g. base_link)"
+                )
+        self._T_camera_base = extrinsic_from_parameters(
+            self.get_parameter("camera_to_base_translation_m").value,
+            self.get_parameter("camera_to_base_quat_xyzw").value,
+        )
+        self._gate = PoseGate()
+        self._apply_dynamic_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.pose_pub = self.create_publisher(PoseStamped, "pose", OUTPUT_QOS)
@@ -159,6 +211,11 @@ class RelocalizerNode(Node):
             PoseWithCovarianceStamped, "pose_with_covariance", OUTPUT_QOS
         )
         self.estimate_pub = self.create_publisher(PoseEstimate, "estimate", OUTPUT_QOS)
+        self.base_pose_pub = None
+        if self._base_frame:
+            self.base_pose_pub = self.create_publisher(
+                PoseWithCovarianceStamped, "base_pose_with_covariance", OUTPUT_QOS
+            )
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", OUTPUT_QOS)
         self.tf_pub = None
         if self._publish_tf:
@@ -181,7 +238,9 @@ class RelocalizerNode(Node):
             f"backend {self.relocalizer.backend.describe()}, input {info.input_hw[0]}x"
             f"{info.input_hw[1]} (resize {info.resize_shorter}), frame '{self._frame_id}' -> "
             f"'{self._camera_frame}', subscribed to "
-            f"'{self.resolve_topic_name('image/compressed' if self._compressed else 'image')}'"
+            f"'{self.resolve_topic_name('image/compressed' if self._compressed else 'image')}'; "
+            f"covariance from {self._covariance_source}"
+            + (f"; base pose of '{self._base_frame}' published" if self._base_frame else "")
         )
 
     # ----------------------------------------------------------------------------- parameters
@@ -274,6 +333,124 @@ class RelocalizerNode(Node):
                 ),
             ),
             (
+                "use_model_covariance",
+                True,
+                _descriptor(
+                    "Publish the model's own per-image covariance when the model file has an "
+                    "uncertainty output (format 2); false, or a file without one: the fixed "
+                    "diagonal position_variance_m2 / orientation_variance_rad2.",
+                    B,
+                ),
+            ),
+            (
+                "model_covariance_scale",
+                1.0,
+                _descriptor(
+                    "Factor on the model's covariance (1: as predicted). Set it from the "
+                    "calibration that posenet_train.evaluate measures (variance_scale_median) "
+                    "when the model is over- or under-confident.",
+                    D,
+                    float_range=(1e-6, 1e6),
+                ),
+            ),
+            (
+                "base_frame",
+                "",
+                _descriptor(
+                    "Robot base frame (e.g. base_link): when set, the base pose in the scene "
+                    "frame is published on base_pose_with_covariance, from the camera pose and "
+                    "the camera_to_base_* extrinsic. Empty: off.",
+                    S,
+                    read_only=True,
+                ),
+            ),
+            (
+                "camera_to_base_translation_m",
+                [0.0, 0.0, 0.0],
+                _descriptor(
+                    "T_camera_base translation: the base frame's origin in the camera's optical "
+                    "frame (x right, y down, z forward), m. What `ros2 run tf2_ros tf2_echo "
+                    "<camera optical frame> <base_frame>` prints.",
+                    DA,
+                    read_only=True,
+                    constraints="3 finite values",
+                ),
+            ),
+            (
+                "camera_to_base_quat_xyzw",
+                [0.5, -0.5, 0.5, 0.5],
+                _descriptor(
+                    "T_camera_base rotation (x, y, z, w): the base frame's axes in the camera's "
+                    "optical frame. The default turns the optical frame into a REP-103 body "
+                    "frame (x forward, y left, z up) at the camera.",
+                    DA,
+                    read_only=True,
+                    constraints="4 finite values, unit length within 1 %",
+                ),
+            ),
+            (
+                "max_position_stddev_m",
+                0.0,
+                _descriptor(
+                    "Outlier gate: reject estimates whose largest position standard deviation "
+                    "(x, y or z, from the published covariance) exceeds this, m. 0: off.",
+                    D,
+                    float_range=(0.0, 1e6),
+                ),
+            ),
+            (
+                "max_rotation_stddev_rad",
+                0.0,
+                _descriptor(
+                    "Outlier gate: reject estimates whose largest rotation standard deviation "
+                    "exceeds this, rad. 0: off.",
+                    D,
+                    float_range=(0.0, 1e6),
+                ),
+            ),
+            (
+                "max_speed_m_s",
+                0.0,
+                _descriptor(
+                    "Outlier gate: reject estimates further from the last accepted one than "
+                    "max_speed_m_s * (stamp difference) + speed_gate_margin_m. 0: off.",
+                    D,
+                    float_range=(0.0, 1e6),
+                ),
+            ),
+            (
+                "speed_gate_margin_m",
+                0.5,
+                _descriptor(
+                    "Distance always allowed by the speed gate on top of max_speed_m_s * dt: "
+                    "the estimates' own frame-to-frame jitter, m (about 2-3x the model's median "
+                    "error).",
+                    D,
+                    float_range=(0.0, 1e6),
+                ),
+            ),
+            (
+                "speed_gate_max_rejections",
+                15,
+                _descriptor(
+                    "After this many speed-gate rejections in a row the next estimate is "
+                    "accepted as the new reference (the old one may have been the outlier, or "
+                    "the robot was moved). 0: no reset by count.",
+                    INT,
+                    int_range=(0, 1_000_000),
+                ),
+            ),
+            (
+                "speed_gate_timeout_s",
+                2.0,
+                _descriptor(
+                    "A speed-gate reference older than this (by image stamp) is dropped and the "
+                    "next estimate accepted, s. 0: no reset by age.",
+                    D,
+                    float_range=(0.0, 1e6),
+                ),
+            ),
+            (
                 "engine_cache_dir",
                 "",
                 _descriptor(
@@ -356,7 +533,25 @@ class RelocalizerNode(Node):
             reason = check_covariance_diagonal(name, self.get_parameter(name).value)
             if reason:
                 return reason
-        return ""
+        base_frame = self.get_parameter("base_frame").value
+        if base_frame:
+            reason = check_frame_name("base_frame", base_frame)
+            if reason:
+                return reason
+        try:
+            extrinsic_from_parameters(
+                self.get_parameter("camera_to_base_translation_m").value,
+                self.get_parameter("camera_to_base_quat_xyzw").value,
+            )
+        except InvalidPoseError as e:
+            return f"camera_to_base_translation_m / camera_to_base_quat_xyzw: {e}"
+        return self._gate_config({}).check()
+
+    def _gate_config(self, changes: dict) -> GateConfig:
+        """The gate bounds from the current parameters, with ``changes`` (name -> value)."""
+        values = {name: self.get_parameter(name).value for name in GATE_PARAMETERS}
+        values.update({k: v for k, v in changes.items() if k in GATE_PARAMETERS})
+        return GateConfig(**values)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for p in params:
@@ -364,16 +559,35 @@ class RelocalizerNode(Node):
                 reason = check_covariance_diagonal(p.name, p.value)
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
+            if p.name == "model_covariance_scale" and not (
+                math.isfinite(p.value) and p.value > 0.0
+            ):
+                return SetParametersResult(
+                    successful=False, reason=f"model_covariance_scale must be > 0, got {p.value}"
+                )
+        reason = self._gate_config({p.name: p.value for p in params}).check()
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
         # Applied after rclpy stores the new values, on the next frame.
-        self._covariance_dirty = True
+        self._params_dirty = True
         return SetParametersResult(successful=True)
 
-    def _update_covariance(self) -> None:
+    def _apply_dynamic_parameters(self) -> None:
+        """Read the run-time-changeable parameters (on the worker thread, between frames)."""
         self._covariance = covariance_6x6_from_diagonal(
             self.get_parameter("position_variance_m2").value,
             self.get_parameter("orientation_variance_rad2").value,
         )
-        self._covariance_dirty = False
+        self._use_model_covariance = self.get_parameter("use_model_covariance").value
+        self._model_covariance_scale = self.get_parameter("model_covariance_scale").value
+        self._gate.configure(self._gate_config({}))
+        self._params_dirty = False
+
+    @property
+    def _covariance_source(self) -> str:
+        if self._use_model_covariance and self.relocalizer.has_uncertainty:
+            return f"model output '{self.relocalizer.info.uncertainty_output}'"
+        return "parameters (fixed diagonal)"
 
     # ---------------------------------------------------------------------------- per frame
     def _on_image(self, msg) -> None:
@@ -396,8 +610,17 @@ class RelocalizerNode(Node):
 
     def _process(self, msg) -> None:
         t_start = time.perf_counter()
+        if self._params_dirty:
+            self._apply_dynamic_parameters()
         try:
             result = self.relocalizer.estimate_msg(msg, compressed=self._compressed)
+            covariance, from_model = pose_covariance(
+                result.log_variance,
+                self._covariance,
+                use_model_covariance=self._use_model_covariance,
+                model_covariance_scale=self._model_covariance_scale,
+            )
+            stddev = stddev_from_covariance(covariance)
         except (ImageDecodeError, PreprocessError) as e:
             self._reject(REJECT_DECODE, msg, e)
             return
@@ -412,19 +635,44 @@ class RelocalizerNode(Node):
                 REJECT_INFERENCE, msg, PoseNetError(f"unexpected {type(e).__name__}: {e}")
             )
             return
-        if self._covariance_dirty:
-            self._update_covariance()
-        self._publish(msg.header.stamp, result)
+        stamp = msg.header.stamp
+        decision = self._gate.check(
+            stamp.sec * 1_000_000_000 + stamp.nanosec, result.position_m, stddev
+        )
+        self._publish(stamp, result, covariance, from_model, stddev, decision)
+        if not decision.accepted:
+            self._gated(msg, decision)
+            return
         t_end = time.perf_counter()
-        latency_s = self._seconds_since(msg.header.stamp)
+        latency_s = self._seconds_since(stamp)
         overhead_ms = (t_end - t_start - result.inference_s) * 1e3
         self.stats.on_published(result.inference_s * 1e3, overhead_ms, latency_s * 1e3)
+
+    def _gated(self, msg, decision: GateDecision) -> None:
+        stamp = msg.header.stamp
+        text = (
+            f"gated frame stamped {stamp.sec}.{stamp.nanosec:09d} ({decision.reason}): "
+            f"{decision.detail}"
+        )
+        self.stats.on_rejected(REJECT_GATED, text)
+        allow, suppressed = self._log_limit.allow(REJECT_GATED + ":" + decision.reason)
+        if allow:
+            more = f" ({suppressed} more like it suppressed)" if suppressed else ""
+            self.get_logger().warning(text + more)
 
     def _seconds_since(self, stamp) -> float:
         now_ns = self.get_clock().now().nanoseconds
         return (now_ns - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
 
-    def _publish(self, stamp, result) -> None:
+    def _publish(
+        self,
+        stamp,
+        result,
+        covariance: np.ndarray,
+        from_model: bool,
+        stddev: np.ndarray,
+        decision: GateDecision,
+    ) -> None:
         x, y, z = (float(v) for v in result.position_m)
         qw, qx, qy, qz = (float(v) for v in result.quat_wxyz)
 
@@ -438,7 +686,7 @@ class RelocalizerNode(Node):
         with_cov = PoseWithCovarianceStamped()
         with_cov.header = pose.header
         with_cov.pose.pose = p
-        with_cov.pose.covariance = self._covariance
+        with_cov.pose.covariance = [float(v) for v in covariance.ravel()]
 
         estimate = PoseEstimate()
         estimate.header = pose.header
@@ -446,22 +694,44 @@ class RelocalizerNode(Node):
         estimate.camera_frame = self._camera_frame
         estimate.inference_time = float(result.inference_s)
         estimate.model_name = self.model_name
+        estimate.accepted = decision.accepted
+        estimate.rejection_reason = decision.reason
+        estimate.stddev = [float(v) for v in stddev]
+        estimate.covariance_from_model = from_model
 
-        if self.tf_pub is not None:
-            t = TransformStamped()
-            t.header = pose.header
-            t.child_frame_id = self._camera_frame
-            t.transform.translation.x, t.transform.translation.y = x, y
-            t.transform.translation.z = z
-            t.transform.rotation = p.orientation
-            tf_msg = self._tf_type()
-            tf_msg.transforms = [t]
-            self.tf_pub.publish(tf_msg)
-        self.pose_pub.publish(pose)
-        self.pose_cov_pub.publish(with_cov)
+        if decision.accepted:
+            if self.tf_pub is not None:
+                t = TransformStamped()
+                t.header = pose.header
+                t.child_frame_id = self._camera_frame
+                t.transform.translation.x, t.transform.translation.y = x, y
+                t.transform.translation.z = z
+                t.transform.rotation = p.orientation
+                tf_msg = self._tf_type()
+                tf_msg.transforms = [t]
+                self.tf_pub.publish(tf_msg)
+            self.pose_pub.publish(pose)
+            self.pose_cov_pub.publish(with_cov)
+            if self.base_pose_pub is not None:
+                self.base_pose_pub.publish(self._base_pose_msg(pose.header, result, covariance))
         # Latency last, so it covers everything up to the final publish.
         estimate.latency = float(self._seconds_since(stamp))
         self.estimate_pub.publish(estimate)
+
+    def _base_pose_msg(self, header, result, covariance: np.ndarray) -> PoseWithCovarianceStamped:
+        """The base frame's pose in the scene frame, its covariance moved by the lever arm."""
+        position, quat_wxyz, base_covariance = base_pose_with_covariance(
+            result.position_m, result.quat_wxyz, covariance, self._T_camera_base
+        )
+        msg = PoseWithCovarianceStamped()
+        msg.header = header
+        q = msg.pose.pose
+        q.position.x, q.position.y, q.position.z = (float(v) for v in position)
+        q.orientation.w, q.orientation.x, q.orientation.y, q.orientation.z = (
+            float(v) for v in quat_wxyz
+        )
+        msg.pose.covariance = [float(v) for v in base_covariance.ravel()]
+        return msg
 
     # --------------------------------------------------------------------------- diagnostics
     def _publish_diag(self) -> None:
@@ -491,6 +761,10 @@ class RelocalizerNode(Node):
             "frames_dropped_busy": str(s.dropped_busy),
             "frames_rejected": str(sum(s.rejected.values())),
             **{f"frames_rejected_{k}": str(v) for k, v in s.rejected.items()},
+            **{f"frames_gated_{k}": str(v) for k, v in self._gate.rejected.items()},
+            "speed_gate_resets": str(self._gate.speed_resets),
+            "covariance_source": self._covariance_source,
+            "base_frame": self._base_frame or "(off)",
             "backend": self.relocalizer.backend.describe(),
             "model": self.model_name,
             "model_median_error": self.relocalizer.info.median_error,

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from posenet_ros.backends import create_backend
-from posenet_ros.geometry import normalize_quat_wxyz, validate_position
+from posenet_ros.errors import BackendError
+from posenet_ros.geometry import (
+    covariance_6x6_from_log_variance,
+    normalize_quat_wxyz,
+    validate_position,
+)
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS, compressed_msg_to_rgb, image_msg_to_rgb
 from posenet_ros.model_file import ModelInfo, load_model_info
 from posenet_ros.preprocess import preprocess
@@ -33,6 +38,103 @@ class PoseResult:
     decode_s: float
     preprocess_s: float
     inference_s: float
+    # (6,) natural-log variances: x, y, z (m^2, scene frame), rotation about the scene frame's
+    # fixed x, y, z axes (rad^2); None when the model file has no uncertainty output (or it is
+    # not read). An isotropic [N,2] output is expanded to six values.
+    log_variance: np.ndarray | None = None
+
+
+def pose_covariance(
+    log_variance: np.ndarray | None,
+    fixed_covariance_6x6: np.ndarray | list[float],
+    *,
+    use_model_covariance: bool = True,
+    model_covariance_scale: float = 1.0,
+) -> tuple[np.ndarray, bool]:
+    """The 6x6 covariance to publish with an estimate, and whether it is the model's own.
+
+    The model's (``exp(log_variance) * model_covariance_scale`` on the diagonal) when it has one
+    and ``use_model_covariance``; otherwise ``fixed_covariance_6x6`` (36 values or 6x6, from
+    the node's parameters). Raises InvalidPoseError for unusable log-variances.
+    """
+    if use_model_covariance and log_variance is not None:
+        return covariance_6x6_from_log_variance(log_variance, model_covariance_scale), True
+    return np.asarray(fixed_covariance_6x6, dtype=np.float64).reshape(6, 6), False
+
+
+class _SessionTap:
+    """Wraps an ONNX Runtime session so that every ``run`` also fetches one more output.
+
+    The backends' ``infer`` returns position and orientation only (the interface every backend
+    keeps); the tap lets the backend's own ``infer``, with all its checks, run unchanged while
+    the extra output is picked up on the way. Everything else is the wrapped session's.
+    """
+
+    def __init__(self, session, name: str) -> None:
+        self._session = session
+        self._name = name
+        self.last: np.ndarray | None = None
+
+    def run(self, output_names, input_feed, *args, **kwargs):
+        outputs = self._session.run([*output_names, self._name], input_feed, *args, **kwargs)
+        self.last = outputs[-1]
+        return outputs[:-1]
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._session, attribute)
+
+
+class _RunnerTap:
+    """Wraps a TensorRT engine runner (``run(image) -> {name: array}``, ``output_names``) so
+    that it also copies out one more output; see :class:`_SessionTap`."""
+
+    def __init__(self, runner, name: str) -> None:
+        self._runner = runner
+        self._name = name
+        self.last: np.ndarray | None = None
+        names = getattr(runner, "output_names", None)
+        if isinstance(names, list) and name not in names:
+            names.append(name)
+
+    def run(self, image_BCHW):
+        try:
+            outputs = self._runner.run(image_BCHW)
+        except KeyError as exc:
+            raise BackendError(
+                f"the TensorRT engine has no output {self._name!r} (posenet.uncertainty_output);"
+                " rebuild the engine from this model file (rebuild_engine:=true) or set "
+                "use_model_covariance:=false"
+            ) from exc
+        if self._name not in outputs:
+            raise BackendError(
+                f"the TensorRT engine runner did not return output {self._name!r} "
+                "(posenet.uncertainty_output)"
+            )
+        self.last = outputs[self._name]
+        return outputs
+
+    def __getattr__(self, attribute: str):
+        return getattr(self._runner, attribute)
+
+
+def attach_uncertainty_tap(backend, output_name: str):
+    """Make ``backend.infer`` also fetch ``output_name``; returns the tap (``tap.last``).
+
+    Works with the ONNX Runtime backend (attribute ``session``) and the TensorRT backend
+    (attribute ``runner``). Raises BackendError for a backend that has neither.
+    """
+    if hasattr(backend, "session"):
+        tap = _SessionTap(backend.session, output_name)
+        backend.session = tap
+        return tap
+    if hasattr(backend, "runner"):
+        tap = _RunnerTap(backend.runner, output_name)
+        backend.runner = tap
+        return tap
+    raise BackendError(
+        f"backend {getattr(backend, 'name', type(backend).__name__)!r} cannot deliver the "
+        f"model's uncertainty output {output_name!r}; set use_model_covariance:=false"
+    )
 
 
 class Relocalizer:
@@ -46,11 +148,15 @@ class Relocalizer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         log: Callable[[str], None] | None = None,
         backend_options: dict | None = None,
+        read_uncertainty: bool = True,
     ) -> None:
         """Load and validate ``model_path``; raises ModelFileError / BackendError on failure.
 
         ``backend_options`` go to ``create_backend`` (TensorRT: engine_cache_dir,
-        rebuild_engine, trt_precision).
+        rebuild_engine, trt_precision). ``read_uncertainty``: fetch the model's log-variance
+        output (format 2 files that declare one) with every estimate; checked once at start-up
+        with an inference on a blank image, so a backend or engine that cannot deliver it fails
+        here rather than on every frame.
         """
         self.info: ModelInfo = load_model_info(model_path)
         self.backend = create_backend(
@@ -59,7 +165,44 @@ class Relocalizer:
         self.max_pixels = max_pixels
         height, width = self.info.input_hw
         # Reused every frame: no per-frame allocation of the network input.
-        self._input_BCHW = np.empty((1, 3, height, width), dtype=np.float32)
+        self._input_BCHW = np.zeros((1, 3, height, width), dtype=np.float32)
+        self._uncertainty_tap = None
+        if read_uncertainty and self.info.uncertainty_output is not None:
+            self._uncertainty_tap = attach_uncertainty_tap(
+                self.backend, self.info.uncertainty_output
+            )
+            self.backend.infer(self._input_BCHW)
+            self._take_uncertainty_output()
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether estimates carry the model's log-variances (``PoseResult.log_variance``)."""
+        return self._uncertainty_tap is not None
+
+    def _take_uncertainty_output(self) -> np.ndarray:
+        """The tapped log-variances of the last inference, (6,) or (2,); BackendError if absent
+        or not one row."""
+        tap = self._uncertainty_tap
+        raw, tap.last = tap.last, None
+        if raw is None:
+            raise BackendError(
+                f"the backend returned no {self.info.uncertainty_output!r} output "
+                "(posenet.uncertainty_output)"
+            )
+        values = np.asarray(raw, dtype=np.float64)
+        if values.shape not in ((1, 6), (1, 2)):
+            raise BackendError(
+                f"uncertainty output {self.info.uncertainty_output!r} has shape "
+                f"{list(values.shape)}; expected [1,6] or [1,2] for one image"
+            )
+        return values.reshape(-1)
+
+    @staticmethod
+    def _checked_log_variance(values: np.ndarray | None) -> np.ndarray | None:
+        if values is None:
+            return None
+        covariance_6x6_from_log_variance(values)  # raises InvalidPoseError when unusable
+        return np.repeat(values, 3) if values.size == 2 else values
 
     def estimate_rgb(self, rgb_HWC: np.ndarray, decode_s: float = 0.0) -> PoseResult:
         """Pose of the camera that took ``rgb_HWC`` (uint8 RGB); raises InvalidPoseError."""
@@ -68,12 +211,15 @@ class Relocalizer:
         t1 = time.perf_counter()
         position, quat = self.backend.infer(self._input_BCHW)
         t2 = time.perf_counter()
+        # Taken before any check can raise, so a value never outlives its frame.
+        raw_log_variance = self._take_uncertainty_output() if self.has_uncertainty else None
         position_m = validate_position(np.asarray(position, dtype=np.float64).reshape(-1)[:3])
         quat_wxyz = normalize_quat_wxyz(
             np.asarray(quat, dtype=np.float64).reshape(-1)[:4],
             max_norm_deviation=MAX_QUAT_NORM_DEVIATION,
         )
-        return PoseResult(position_m, quat_wxyz, decode_s, t1 - t0, t2 - t1)
+        log_variance = self._checked_log_variance(raw_log_variance)
+        return PoseResult(position_m, quat_wxyz, decode_s, t1 - t0, t2 - t1, log_variance)
 
     def decode(self, msg, compressed: bool) -> np.ndarray:
         """RGB uint8 image of a sensor_msgs Image or CompressedImage; raises ImageDecodeError."""

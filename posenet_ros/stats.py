@@ -18,7 +18,10 @@ import numpy as np
 REJECT_DECODE = "decode"
 REJECT_INFERENCE = "inference"
 REJECT_POSE = "invalid_pose"
-REJECT_REASONS = (REJECT_DECODE, REJECT_INFERENCE, REJECT_POSE)
+# A valid estimate that an outlier gate refused (posenet_ros.gating): published on `estimate`
+# with accepted = false, but not as a pose.
+REJECT_GATED = "gated"
+REJECT_REASONS = (REJECT_DECODE, REJECT_INFERENCE, REJECT_POSE, REJECT_GATED)
 
 
 class RateLimiter:

@@ -4,6 +4,10 @@ Test helper (imports the ``onnx`` package, which the node itself does not need).
 computes ``position = position_scale * per-channel spatial mean of the input`` and returns a
 constant orientation, so a test that sends a solid-colour image knows the exact expected pose:
 RGB (255, 0, 51) -> position (1.0, 0.0, 0.2).
+
+Format 2 files (the default) may carry an uncertainty output (``uncertainty="diagonal"`` or
+``"isotropic"``) whose log-variances are a linear function of the same channel means, so tests
+also know the exact expected covariance: see ``expected_log_variance``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ CONDITIONAL_ZERO_QUAT_RGB = (0, 0, 0)  # all channel means < 0.01 -> orientation
 # R and G means > 0.99, B < 0.01 -> orientation (2, 0, 0, 0)
 CONDITIONAL_NONUNIT_QUAT_RGB = (255, 255, 0)
 
+# Uncertainty outputs: [N,6] log-variances = offset + gain * (mean R, G, B, mean R, G, B);
+# [N,2] = offset + gain * (mean of R, G, B); "wrong_width": [N,5] (breaks the contract).
+UNCERTAINTY_MODES = ("diagonal", "isotropic", "wrong_width")
+UNCERTAINTY_OUTPUT = "log_variance"
+# sigma 0.1 m (x, y, z) and 0.05 rad (rotations) for a black image.
+DEFAULT_LOG_VARIANCE_OFFSET = (
+    *(2 * np.log(0.1),) * 3,
+    *(2 * np.log(0.05),) * 3,
+)
+DEFAULT_LOG_VARIANCE_GAIN = 4.0
+
 WRONG_SHAPE_VARIANTS = (
     "input_rank3",  # input [3,H,W]
     "input_channels1",  # input [N,1,H,W]
@@ -35,6 +50,20 @@ WRONG_SHAPE_VARIANTS = (
 )
 
 
+def expected_log_variance(
+    rgb: Sequence[int],
+    uncertainty: str = "diagonal",
+    offset: Sequence[float] = DEFAULT_LOG_VARIANCE_OFFSET,
+    gain: float = DEFAULT_LOG_VARIANCE_GAIN,
+) -> np.ndarray:
+    """The log-variances a test model outputs for a solid image of colour ``rgb`` (0..255):
+    (6,) for "diagonal", (2,) for "isotropic" (``offset`` then holds 2 values)."""
+    mean = np.asarray(rgb, dtype=np.float64) / 255.0
+    if uncertainty == "isotropic":
+        return np.asarray(offset, dtype=np.float64)[:2] + gain * mean.mean()
+    return np.asarray(offset, dtype=np.float64) + gain * np.concatenate([mean, mean])
+
+
 def contract_metadata(
     *,
     input_hw: tuple[int, int] = (32, 32),
@@ -42,10 +71,12 @@ def contract_metadata(
     scene_frame: str = "map",
     input_name: str = "image",
     output_names: Sequence[str] = ("position", "orientation"),
+    format_version: str = "2",
+    uncertainty_output: str | None = None,
 ) -> dict[str, str]:
-    """The metadata_props a valid test model carries."""
-    return {
-        "posenet.format": "1",
+    """The metadata_props a valid test model carries (format 2 unless ``format_version``)."""
+    metadata = {
+        "posenet.format": format_version,
         "posenet.input": input_name,
         "posenet.outputs": f"{output_names[0]},{output_names[1]}",
         "posenet.input_size": f"{input_hw[0]},{input_hw[1]}",
@@ -55,6 +86,9 @@ def contract_metadata(
         "posenet.dataset": "synthetic-test",
         "posenet.median_error": "n/a (test model)",
     }
+    if uncertainty_output is not None:
+        metadata["posenet.uncertainty_output"] = uncertainty_output
+    return metadata
 
 
 def _apply_metadata_changes(
@@ -155,6 +189,35 @@ def _conditional_outputs(
     return nodes
 
 
+def _uncertainty_nodes(
+    uncertainty: str, name: str, offset: Sequence[float], gain: float, opset: int
+) -> tuple[list, int]:
+    """Nodes computing the log-variance output ``name`` from ``channel_mean`` [N,3]; width."""
+    if uncertainty == "isotropic":
+        nodes = _reduce(
+            "ReduceMean", "channel_mean", "grey_mean", axes=(1,), keepdims=1, opset=opset
+        )
+        nodes += [
+            _const("lv_gain", np.full(2, gain, dtype=np.float32)),
+            _const("lv_offset", np.asarray(offset, dtype=np.float32)[:2]),
+            helper.make_node("Mul", ["grey_mean", "lv_gain"], ["lv_scaled"]),
+            helper.make_node("Add", ["lv_scaled", "lv_offset"], [name]),
+        ]
+        return nodes, 2
+    width = 5 if uncertainty == "wrong_width" else 6
+    return [
+        helper.make_node("Concat", ["channel_mean", "channel_mean"], ["lv_means"], axis=1),
+        _const("lv_start", np.array([0], dtype=np.int64)),
+        _const("lv_end", np.array([width], dtype=np.int64)),
+        _const("lv_axis", np.array([1], dtype=np.int64)),
+        helper.make_node("Slice", ["lv_means", "lv_start", "lv_end", "lv_axis"], ["lv_cut"]),
+        _const("lv_gain", np.array(gain, dtype=np.float32)),
+        _const("lv_offset", np.asarray(offset, dtype=np.float32)[:width]),
+        helper.make_node("Mul", ["lv_cut", "lv_gain"], ["lv_scaled"]),
+        helper.make_node("Add", ["lv_scaled", "lv_offset"], [name]),
+    ], width
+
+
 def _save(graph, path: str, metadata: dict[str, str], opset: int) -> str:
     model = helper.make_model(
         graph,
@@ -183,6 +246,11 @@ def make_test_model(
     input_name: str = "image",
     output_names: Sequence[str] = ("position", "orientation"),
     opset: int = 17,
+    format_version: str = "2",
+    uncertainty: str | None = None,
+    uncertainty_name: str = UNCERTAINTY_OUTPUT,
+    log_variance_offset: Sequence[float] = DEFAULT_LOG_VARIANCE_OFFSET,
+    log_variance_gain: float = DEFAULT_LOG_VARIANCE_GAIN,
 ) -> str:
     """Write a contract-following test model to ``path`` and return ``path``.
 
@@ -194,9 +262,17 @@ def make_test_model(
     "mean" for any other colour).
     ``metadata_overrides`` (a value of None removes the key) and ``drop_keys`` build files that
     break the metadata contract.
+    ``format_version``: ``posenet.format`` ("2" by default, "1" for an old file).
+    ``uncertainty``: None (no uncertainty output) or one of ``UNCERTAINTY_MODES``: a third output
+    ``uncertainty_name`` of log-variances (see ``expected_log_variance``), declared in
+    ``posenet.uncertainty_output`` (which a format "1" file also carries then, and must ignore).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if uncertainty is not None and uncertainty not in UNCERTAINTY_MODES:
+        raise ValueError(
+            f"unknown uncertainty {uncertainty!r}; choose None or one of {UNCERTAINTY_MODES}"
+        )
     height, width = input_hw
     position_name, orientation_name = output_names
     quat = np.asarray(quat_wxyz, dtype=np.float32)
@@ -213,14 +289,23 @@ def make_test_model(
     else:
         nodes.append(helper.make_node("Mul", ["channel_mean", "position_scale"], [position_name]))
         nodes += _broadcast_rows(input_name, quat, orientation_name, "orientation")
+    outputs = [
+        helper.make_tensor_value_info(position_name, TensorProto.FLOAT, ["N", 3]),
+        helper.make_tensor_value_info(orientation_name, TensorProto.FLOAT, ["N", 4]),
+    ]
+    if uncertainty is not None:
+        lv_nodes, lv_width = _uncertainty_nodes(
+            uncertainty, uncertainty_name, log_variance_offset, log_variance_gain, opset
+        )
+        nodes += lv_nodes
+        outputs.append(
+            helper.make_tensor_value_info(uncertainty_name, TensorProto.FLOAT, ["N", lv_width])
+        )
     graph = helper.make_graph(
         nodes,
         "posenet_test_mean_color",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 3, height, width])],
-        [
-            helper.make_tensor_value_info(position_name, TensorProto.FLOAT, ["N", 3]),
-            helper.make_tensor_value_info(orientation_name, TensorProto.FLOAT, ["N", 4]),
-        ],
+        outputs,
     )
     metadata = contract_metadata(
         input_hw=input_hw,
@@ -228,6 +313,8 @@ def make_test_model(
         scene_frame=scene_frame,
         input_name=input_name,
         output_names=output_names,
+        format_version=format_version,
+        uncertainty_output=uncertainty_name if uncertainty is not None else None,
     )
     return _save(
         graph, path, _apply_metadata_changes(metadata, metadata_overrides, drop_keys), opset

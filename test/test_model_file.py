@@ -103,7 +103,7 @@ def test_no_metadata_at_all():
 @pytest.mark.parametrize(
     "key, value, words",
     [
-        ("posenet.format", "2", ["'2'", "version(s) 1"]),
+        ("posenet.format", "3", ["'3'", "version(s) 1, 2"]),
         ("posenet.format", "", ["''", "version(s) 1"]),
         ("posenet.input", " ", ["posenet.input is empty"]),
         ("posenet.outputs", "position", ["'position'", "two different"]),

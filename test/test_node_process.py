@@ -16,10 +16,12 @@ from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
+from posenet_ros.geometry import extrinsic_from_parameters, pose_to_matrix, quat_wxyz_to_matrix
 from posenet_ros.image_codec import rgb_to_image_fields
 from posenet_ros.msg import PoseEstimate
 
-from model_factory import make_test_model
+from covariance_reference import numerical_base_covariance
+from model_factory import expected_log_variance, make_test_model
 from ros_harness import NodeProcess, TestPeer, next_domain_id
 
 tf2_msgs = pytest.importorskip(
@@ -77,13 +79,16 @@ class Harness:
         topic = CAMERA_TOPIC + ("/compressed" if compressed else "")
         msg_type = CompressedImage if compressed else Image
         self.image_pub = node.create_publisher(msg_type, topic, qos_profile_sensor_data)
-        self.received: dict[str, list] = {k: [] for k in ("pose", "cov", "est", "tf", "diag")}
+        self.received: dict[str, list] = {
+            k: [] for k in ("pose", "cov", "est", "tf", "diag", "base")
+        }
         for key, mtype, name in (
             ("pose", PoseStamped, "/pose"),
             ("cov", PoseWithCovarianceStamped, "/pose_with_covariance"),
             ("est", PoseEstimate, "/estimate"),
             ("tf", tf2_msgs.TFMessage, "/tf"),
             ("diag", DiagnosticArray, "/diagnostics"),
+            ("base", PoseWithCovarianceStamped, "/base_pose_with_covariance"),
         ):
             node.create_subscription(mtype, name, self.received[key].append, 100)
         remap = {"image/compressed" if compressed else "image": topic}
@@ -110,6 +115,9 @@ class Harness:
 
     def poses_with_stamp(self, ns: int) -> list[PoseStamped]:
         return [m for m in self.received["pose"] if stamp_ns(m) == ns]
+
+    def with_stamp(self, key: str, ns: int) -> list:
+        return [m for m in self.received[key] if stamp_ns(m) == ns]
 
     def latest_diag_values(self) -> dict[str, str]:
         for array in reversed(self.received["diag"]):
@@ -344,6 +352,185 @@ def _write(path, data: bytes) -> str:
 )
 def test_startup_failures_exit_nonzero_with_a_clear_message(tmp_path, case, make_params, expected):
     proc = NodeProcess(next_domain_id(), make_params(tmp_path), cwd=tmp_path)
+    code = proc.wait_exit(timeout_s=60)
+    assert code != 0, f"{case}: exited 0\n{proc.output}"
+    assert expected in proc.output, f"{case}: message lacks {expected!r}:\n{proc.output}"
+
+
+# --- per-image uncertainty, the base pose, outlier gates ---------------------------------------
+
+# T_camera_base of a camera 0.2 m ahead of and 0.3 m above base_link, looking ahead, pitched
+# down a little: a lever arm that makes rotation errors move the base.
+EXTRINSIC = {
+    "camera_to_base_translation_m": [0.05, 0.3, -0.2],
+    "camera_to_base_quat_xyzw": [0.5416752, -0.5416752, 0.4545195, 0.4545195],
+}
+
+
+@pytest.mark.parametrize("use_model_covariance", [True, False])
+def test_model_covariance_and_base_pose(tmp_path, use_model_covariance):
+    model = make_test_model(
+        str(tmp_path / "uncertain.onnx"), quat_wxyz=QUAT_WXYZ, uncertainty="diagonal"
+    )
+    params = {
+        "model_path": model,
+        "use_model_covariance": use_model_covariance,
+        "base_frame": "base_link",
+        **EXTRINSIC,
+    }
+    h = Harness(tmp_path, params)
+    try:
+        h.wait_connected()
+        rgb = (200, 40, 120)
+        ns = h.peer.node.get_clock().now().nanoseconds
+        msg = image_msg(solid_image(rgb), "rgb8", ns)
+        assert h.send_until(
+            msg, lambda: all(h.with_stamp(k, ns) for k in ("cov", "est", "base"))
+        ), h.proc.output
+        cov = np.asarray(h.with_stamp("cov", ns)[0].pose.covariance).reshape(6, 6)
+        if use_model_covariance:
+            expected = np.diag(np.exp(expected_log_variance(rgb)))
+        else:  # the parameters' fixed diagonal (config/relocalize.yaml)
+            expected = np.diag([0.25, 0.25, 0.25, 0.01, 0.01, 0.01])
+        np.testing.assert_allclose(cov, expected, rtol=1e-5, atol=1e-12)
+
+        est = h.with_stamp("est", ns)[0]
+        assert est.accepted and est.rejection_reason == ""
+        assert est.covariance_from_model is use_model_covariance
+        np.testing.assert_allclose(est.stddev, np.sqrt(np.diag(expected)), rtol=1e-5)
+        assert np.asarray(est.pose.covariance).tolist() == cov.ravel().tolist()
+
+        # The base pose: T_map_base = T_map_camera @ T_camera_base, its covariance checked
+        # against central differences of that composition.
+        base = h.with_stamp("base", ns)[0]
+        assert base.header.frame_id == "map"
+        T_world_camera = pose_to_matrix(expected_position(rgb), QUAT_WXYZ)
+        T_camera_base = extrinsic_from_parameters(
+            EXTRINSIC["camera_to_base_translation_m"], EXTRINSIC["camera_to_base_quat_xyzw"]
+        )
+        T_world_base = T_world_camera @ T_camera_base
+        p, q = base.pose.pose.position, base.pose.pose.orientation
+        np.testing.assert_allclose([p.x, p.y, p.z], T_world_base[:3, 3], atol=1e-5)
+        np.testing.assert_allclose(
+            quat_wxyz_to_matrix([q.w, q.x, q.y, q.z]), T_world_base[:3, :3], atol=1e-5
+        )
+        reference = numerical_base_covariance(T_world_camera, T_camera_base, cov)
+        np.testing.assert_allclose(
+            np.asarray(base.pose.covariance).reshape(6, 6), reference, rtol=1e-4, atol=1e-9
+        )
+
+        assert h.peer.spin_until(
+            lambda: "covariance_source" in h.latest_diag_values(), 10.0, h.proc
+        )
+        values = h.latest_diag_values()
+        assert ("log_variance" in values["covariance_source"]) is use_model_covariance
+        assert values["base_frame"] == "base_link"
+    finally:
+        h.close()
+
+
+def test_uncertain_estimates_are_gated(tmp_path):
+    model = make_test_model(str(tmp_path / "uncertain.onnx"), uncertainty="diagonal")
+    params = {
+        "model_path": model,
+        "max_position_stddev_m": 0.5,
+        "base_frame": "base_link",
+        "diagnostics_period_s": 0.2,
+    }
+    h = Harness(tmp_path, params)
+    try:
+        h.wait_connected()
+        clock = h.peer.node.get_clock()
+        # Red: log-variance of x = 2 ln 0.1 + 4 -> stddev 0.74 m > 0.5 m.
+        bad_ns = clock.now().nanoseconds
+        bad = image_msg(solid_image((255, 0, 0)), "rgb8", bad_ns)
+        assert h.send_until(bad, lambda: h.with_stamp("est", bad_ns)), h.proc.output
+        est = h.with_stamp("est", bad_ns)[0]
+        assert not est.accepted
+        assert est.rejection_reason == PoseEstimate.REJECTED_POSITION_STDDEV == "position_stddev"
+        assert est.stddev[0] == pytest.approx(math.exp(0.5 * (2 * math.log(0.1) + 4)), rel=1e-5)
+
+        good_ns = clock.now().nanoseconds
+        good = image_msg(solid_image((10, 20, 30)), "rgb8", good_ns)
+        assert h.send_until(
+            good, lambda: h.with_stamp("base", good_ns) and h.with_stamp("est", good_ns)
+        ), h.proc.output
+        assert h.with_stamp("est", good_ns)[0].accepted
+        for key in ("pose", "cov", "base"):
+            assert not h.with_stamp(key, bad_ns), f"a gated estimate was published on {key}"
+        assert not any(stamp_ns(t.transforms[0]) == bad_ns for t in h.received["tf"])
+        assert h.peer.spin_until(
+            lambda: int(h.latest_diag_values().get("frames_rejected_gated", 0)) >= 1,
+            10.0,
+            h.proc,
+        )
+        values = h.latest_diag_values()
+        assert int(values["frames_gated_position_stddev"]) >= 1
+        assert "gated" in values["last_error"]
+    finally:
+        output = h.close()
+    assert "max_position_stddev_m" in output
+
+
+def test_speed_gate_rejects_jumps_and_recovers(tmp_path, model_path):
+    params = {
+        "model_path": model_path,
+        "max_speed_m_s": 1.0,
+        "speed_gate_margin_m": 0.0,
+        "speed_gate_max_rejections": 2,
+        "speed_gate_timeout_s": 0.0,
+        "diagnostics_period_s": 0.2,
+    }
+    h = Harness(tmp_path, params)
+    try:
+        h.wait_connected()
+        t0 = h.peer.node.get_clock().now().nanoseconds
+        start = image_msg(solid_image((0, 0, 0)), "rgb8", t0)
+        assert h.send_until(start, lambda: h.poses_with_stamp(t0)), h.proc.output
+        # 1.7 m away 0.1 s later, again and again: rejected until the gate gives up on its
+        # reference (after 2 rejections in a row) and accepts the new place.
+        decisions = []
+        for k in range(1, 8):
+            ns = t0 + k * 100_000_000
+            far = image_msg(solid_image((255, 255, 255)), "rgb8", ns)
+            assert h.send_until(far, lambda ns=ns: h.with_stamp("est", ns)), h.proc.output
+            est = h.with_stamp("est", ns)[-1]
+            decisions.append((est.accepted, est.rejection_reason))
+            if est.accepted:
+                break
+        assert decisions[0] == (False, "speed")
+        assert decisions[-1] == (True, "")
+        assert len(decisions) <= 3
+        assert h.peer.spin_until(
+            lambda: int(h.latest_diag_values().get("speed_gate_resets", 0)) >= 1, 10.0, h.proc
+        )
+        assert int(h.latest_diag_values()["frames_gated_speed"]) >= 1
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize(
+    "case, params, expected",
+    [
+        ("base_frame equals frame_id", {"base_frame": "map"}, "base_frame and frame_id"),
+        ("base_frame with a slash", {"base_frame": "/base_link"}, "base_frame '/base_link'"),
+        (
+            "non-unit extrinsic quaternion",
+            {"camera_to_base_quat_xyzw": [0.0, 0.0, 0.0, 2.0]},
+            "camera_to_base_quat_xyzw",
+        ),
+        (
+            "extrinsic translation of 2 values",
+            {"camera_to_base_translation_m": [0.1, 0.2]},
+            "camera_to_base_translation_m",
+        ),
+        ("negative gate", {"max_speed_m_s": -1.0}, "max_speed_m_s"),
+        ("negative reset count", {"speed_gate_max_rejections": -1}, "speed_gate_max_rejections"),
+    ],
+)
+def test_bad_uncertainty_and_base_parameters_fail_at_startup(tmp_path, case, params, expected):
+    model = make_test_model(str(tmp_path / "m.onnx"))
+    proc = NodeProcess(next_domain_id(), {"model_path": model, **params}, cwd=tmp_path)
     code = proc.wait_exit(timeout_s=60)
     assert code != 0, f"{case}: exited 0\n{proc.output}"
     assert expected in proc.output, f"{case}: message lacks {expected!r}:\n{proc.output}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from test_node_process import Harness, image_msg
 
 pytest.importorskip("torch")

@@ -22,10 +22,23 @@ within 5 cm/5 deg, 25 cm/2 deg, 50 cm/5 deg, 5 m/10 deg), ``predictions.csv`` (p
 ``error_cdf.png``. An existing evaluation with the same configuration is reused; a different one
 is an error unless ``--overwrite``.
 
+Uncertainty. A model with an uncertainty head (``--model-arg uncertainty=True``, trained with
+``--loss nll``; or its format 2 model file) predicts per-image variances; the summary then says
+how well they describe the actual errors (``uncertainty.head``): the share of test frames inside
+the 1/2/3-sigma Mahalanobis radius (ideal 19.9/73.9/97.1 % for 3-D Gaussian errors), the share of
+per-axis errors within 1/2/3 sigma (ideal 68.3/95.4/99.7 %), the Spearman correlation between
+the predicted sigma and the error, and the covariance factor that would calibrate it; plotted in
+``uncertainty_head.png``. ``--mc-dropout N`` (checkpoints) adds the reference it is checked
+against: N passes with dropout active (Bayesian PoseNet), their sample covariance calibrated the
+same way (``uncertainty.mc_dropout``, ``uncertainty_mc_dropout.png``) and compared with the
+head's (``uncertainty.agreement``).
+
 Example::
 
     python -m posenet_train.evaluate --dataset ../shared/datasets/middlebury_dino \\
         --split test --baseline nn --output runs/dino_nn
+    python -m posenet_train.evaluate --dataset ../shared/datasets/middlebury_dino \\
+        --checkpoint runs/dino_nll/best.pt --mc-dropout 30 --output runs/dino_nll_eval
 """
 
 from __future__ import annotations
@@ -33,6 +46,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -43,12 +57,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from posenet_train.data import read_rgb
 from posenet_train.datasets import SPLITS, PoseRecord, load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
-from posenet_train.geometry import average_quaternions, quat_normalize, rotation_error_deg
+from posenet_train.geometry import (
+    average_quaternions,
+    quat_canonical,
+    quat_conjugate,
+    quat_multiply,
+    quat_normalize,
+    rotation_error_deg,
+)
 from posenet_train.preprocess import (
     DENSE_CROPS,
     center_crop,
@@ -59,20 +81,29 @@ from posenet_train.preprocess import (
 
 __all__ = [
     "BASELINES",
+    "IDEAL_SHARES",
+    "McDropoutPrediction",
     "NN_DESCRIPTOR_WH",
     "THRESHOLDS",
     "OnnxContract",
+    "calibration_report",
+    "chi3_cdf",
     "cli",
+    "compare_uncertainties",
     "global_descriptor",
     "main",
+    "mc_dropout_predict",
     "nearest_neighbour_baseline",
     "plot_error_cdfs",
     "plot_trajectory",
+    "plot_uncertainty",
+    "pose_error_vectors",
     "pose_errors",
     "predict",
     "predict_onnx",
     "predict_with",
     "read_onnx_contract",
+    "spearman",
     "summarize",
 ]
 
@@ -88,7 +119,8 @@ BASELINES = ("nn",)
 NN_DESCRIPTOR_WH = (32, 24)
 DEFAULT_RESIZE = 256
 DEFAULT_CROP_HW = (224, 224)
-ONNX_FORMAT_VERSIONS = ("1",)
+ONNX_FORMAT_VERSIONS = ("1", "2")
+UNCERTAINTY_KEY = "posenet.uncertainty_output"
 _IMAGE_CHUNK = 32  # images decoded ahead in threads; bounds memory on large datasets
 
 # forward(image_BCHW float32 0..1) -> (position_m [B,3], quat_wxyz [B,4])
@@ -177,12 +209,18 @@ def predict_with(
     resize_shorter_px: int = DEFAULT_RESIZE,
     crop_hw: tuple[int, int] = DEFAULT_CROP_HW,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_uncertainty: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Predict every record's pose with ``forward`` (the runtime-independent part of predict).
 
     Single crop: resize the shorter side then centre-crop (the node's algorithm). Dense: 128
     uniformly spaced crops of the resized image, positions averaged, quaternions averaged by the
     eigenvector method. Returns ``(position_m (N,3), quat_wxyz (N,4))`` float64, unit w >= 0.
+
+    ``forward`` may return a third array, log-variances ``[B,6]`` (or ``[B,2]``, isotropic) of
+    an uncertainty head. With ``with_uncertainty`` the result has a third item: those
+    log-variances ``(N,6)`` float64, or None when ``forward`` gives none (always None with
+    ``dense``: the uncertainty is measured on the centre crop the node runs).
     """
     if batch_size < 1:
         raise PoseNetTrainError(f"batch_size must be >= 1, got {batch_size}")
@@ -191,13 +229,16 @@ def predict_with(
     crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
     positions: list[np.ndarray] = []
     quats: list[np.ndarray] = []
+    log_variances: list[np.ndarray] = []
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        position, quat = forward(batch)
-        position = np.asarray(position, dtype=np.float64).reshape(len(batch), 3)
-        quat = np.asarray(quat, dtype=np.float64).reshape(len(batch), 4)
+        output = forward(batch)
+        position = np.asarray(output[0], dtype=np.float64).reshape(len(batch), 3)
+        quat = np.asarray(output[1], dtype=np.float64).reshape(len(batch), 4)
         if not (np.all(np.isfinite(position)) and np.all(np.isfinite(quat))):
             raise ModelError("the model predicted a non-finite pose (NaN or inf)")
+        if len(output) > 2 and output[2] is not None and not dense:
+            log_variances.append(_log_variance_6(output[2], len(batch)))
         return position, quat_normalize(quat)
 
     pending: list[np.ndarray] = []
@@ -225,7 +266,26 @@ def predict_with(
         quats.append(q)
     quat_all = np.concatenate(quats)
     quat_all = np.where(quat_all[:, :1] < 0.0, -quat_all, quat_all)
+    if with_uncertainty:
+        log_variance = np.concatenate(log_variances) if log_variances else None
+        return np.concatenate(positions), quat_all, log_variance
     return np.concatenate(positions), quat_all
+
+
+def _log_variance_6(values: np.ndarray, count: int) -> np.ndarray:
+    """Log-variances as ``(count, 6)`` float64 (an isotropic ``[count, 2]`` pair repeated);
+    ModelError when the shape or the values are unusable."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape == (count, 2):
+        array = np.repeat(array, 3, axis=1)
+    if array.shape != (count, 6):
+        raise ModelError(
+            f"the uncertainty output has shape {list(array.shape)}; expected [{count}, 6] or "
+            f"[{count}, 2] log-variances"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ModelError("the model predicted non-finite log-variances (NaN or inf)")
+    return array
 
 
 def predict(
@@ -237,11 +297,14 @@ def predict(
     resize_shorter_px: int = DEFAULT_RESIZE,
     crop_hw: tuple[int, int] = DEFAULT_CROP_HW,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_uncertainty: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Predict poses with a PyTorch model obeying the eval-mode contract.
 
     The model is put in eval mode; ``model(image_BCHW)`` must return ``(position_m [B,3],
-    quat_wxyz [B,4])``. Returns ``(position_m (N,3), quat_wxyz (N,4))`` numpy float64.
+    quat_wxyz [B,4])``, or ``(..., log_variance [B,6])`` with an uncertainty head. Returns
+    ``(position_m (N,3), quat_wxyz (N,4))`` numpy float64, and with ``with_uncertainty`` the
+    log-variances ``(N,6)`` (None without an uncertainty head); see :func:`predict_with`.
     """
     model.eval()
     try:
@@ -249,15 +312,10 @@ def predict(
     except StopIteration:
         device = torch.device("cpu")
 
-    def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward(batch: np.ndarray) -> tuple[np.ndarray, ...]:
         with torch.inference_mode():
             output = model(torch.from_numpy(batch).to(device))
-        if not isinstance(output, (tuple, list)) or len(output) != 2:
-            raise ModelError(
-                "in eval mode the model must return (position_m [N,3], quat_wxyz [N,4]),"
-                f" got {type(output).__name__}"
-            )
-        return output[0].float().cpu().numpy(), output[1].float().cpu().numpy()
+        return _eval_outputs(output)
 
     return predict_with(
         forward,
@@ -267,7 +325,18 @@ def predict(
         resize_shorter_px=resize_shorter_px,
         crop_hw=crop_hw,
         progress=progress,
+        with_uncertainty=with_uncertainty,
     )
+
+
+def _eval_outputs(output: object) -> tuple[np.ndarray, ...]:
+    """A model's eval-mode output as numpy: (position, quat[, log_variance])."""
+    if not isinstance(output, (tuple, list)) or len(output) not in (2, 3):
+        raise ModelError(
+            "in eval mode the model must return (position_m [N,3], quat_wxyz [N,4]) or, with an"
+            f" uncertainty head, (..., log_variance [N,6]); got {type(output).__name__}"
+        )
+    return tuple(t.float().cpu().numpy() for t in output)
 
 
 # ----------------------------------------------------------------------------------- ONNX
@@ -282,6 +351,8 @@ class OnnxContract:
     orientation_output: str
     input_hw: tuple[int, int]
     resize_shorter: int
+    #: Format 2: the log-variance output's name; None when the file has none.
+    uncertainty_output: str | None = None
 
 
 def _positive_int(text: str) -> int | None:
@@ -326,7 +397,15 @@ def read_onnx_contract(metadata: dict[str, str], path: str | Path = "<memory>") 
             f"{path}: posenet.resize {metadata['posenet.resize']!r} must be a positive integer"
             f" >= min(H, W) = {min(input_hw)}"
         )
-    return OnnxContract(input_name, outputs[0], outputs[1], input_hw, resize)
+    uncertainty = None
+    if version != "1" and UNCERTAINTY_KEY in metadata:
+        uncertainty = metadata[UNCERTAINTY_KEY].strip()
+        if not uncertainty or "," in uncertainty or uncertainty in outputs:
+            raise ModelError(
+                f"{path}: {UNCERTAINTY_KEY} {metadata[UNCERTAINTY_KEY]!r} must name one output"
+                " of its own (the log-variances), or be left out"
+            )
+    return OnnxContract(input_name, outputs[0], outputs[1], input_hw, resize, uncertainty)
 
 
 def predict_onnx(
@@ -337,11 +416,14 @@ def predict_onnx(
     batch_size: int = 32,
     num_threads: int | None = None,
     progress: bool = False,
-) -> tuple[tuple[np.ndarray, np.ndarray], OnnxContract]:
+    with_uncertainty: bool = False,
+) -> tuple[tuple[np.ndarray, ...], OnnxContract]:
     """Predict poses with an ONNX model file the way the node does (ONNX Runtime, CPU).
 
     Resize and crop come from the file's metadata. A graph with a fixed batch size gets batches
-    of exactly that size (the last one padded). Returns ``((position_m, quat_wxyz), contract)``.
+    of exactly that size (the last one padded). Returns ``((position_m, quat_wxyz), contract)``;
+    with ``with_uncertainty`` the prediction has a third item, the file's log-variances
+    ``(N,6)`` (None when it declares no ``posenet.uncertainty_output``).
     """
     import onnxruntime as ort
 
@@ -366,38 +448,41 @@ def predict_onnx(
             f" are {', '.join(inputs)}"
         )
     output_names = {item.name for item in session.get_outputs()}
-    for name in (contract.position_output, contract.orientation_output):
+    wanted = [contract.position_output, contract.orientation_output]
+    if with_uncertainty and contract.uncertainty_output is not None:
+        wanted.append(contract.uncertainty_output)
+    for index, name in enumerate(wanted):
         if name not in output_names:
+            key = "posenet.outputs" if index < 2 else UNCERTAINTY_KEY
             raise ModelError(
-                f"{model_path}: posenet.outputs names {name!r}, but the graph's outputs are"
+                f"{model_path}: {key} names {name!r}, but the graph's outputs are"
                 f" {', '.join(sorted(output_names))}"
             )
     fixed_batch = inputs[contract.input_name].shape[0]
     fixed_batch = fixed_batch if isinstance(fixed_batch, int) and fixed_batch > 0 else None
 
-    def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward(batch: np.ndarray) -> tuple[np.ndarray, ...]:
         count = len(batch)
         if fixed_batch is not None and count != fixed_batch:
             outs = [
                 forward_fixed(batch[i : i + fixed_batch]) for i in range(0, count, fixed_batch)
             ]
-            return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
+            return tuple(np.concatenate(parts) for parts in zip(*outs, strict=True))
         return run(batch)
 
-    def forward_fixed(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def forward_fixed(batch: np.ndarray) -> tuple[np.ndarray, ...]:
         count = len(batch)
         if count < fixed_batch:
             padding = np.repeat(batch[-1:], fixed_batch - count, axis=0)
             batch = np.concatenate([batch, padding])
-        position, quat = run(batch)
-        return position[:count], quat[:count]
+        return tuple(output[:count] for output in run(batch))
 
-    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        position, quat = session.run(
-            [contract.position_output, contract.orientation_output],
-            {contract.input_name: np.ascontiguousarray(batch, dtype=np.float32)},
+    def run(batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(
+            session.run(
+                wanted, {contract.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+            )
         )
-        return position, quat
 
     prediction = predict_with(
         forward,
@@ -407,6 +492,7 @@ def predict_onnx(
         resize_shorter_px=contract.resize_shorter,
         crop_hw=contract.input_hw,
         progress=progress,
+        with_uncertainty=with_uncertainty,
     )
     return prediction, contract
 
@@ -458,6 +544,370 @@ def nearest_neighbour_baseline(
     positions = np.stack([train_records[i].position_m for i in index])
     quats = np.stack([train_records[i].quat_wxyz for i in index])
     return positions, quats, index
+
+
+# ------------------------------------------------------------------------------ uncertainty
+
+#: Mahalanobis radii (in sigmas) at which calibration is measured.
+SIGMA_LEVELS = (1, 2, 3)
+
+
+def chi3_cdf(x: float) -> float:
+    """P(chi-square with 3 degrees of freedom <= x)."""
+    x = max(float(x), 0.0)
+    return math.erf(math.sqrt(x / 2.0)) - math.sqrt(2.0 * x / math.pi) * math.exp(-x / 2.0)
+
+
+#: Ideal shares of a calibrated 3-D Gaussian: inside the k-sigma Mahalanobis radius (3-D), and
+#: per axis within k sigma (1-D).
+IDEAL_SHARES = {
+    "mahalanobis_3d": [round(chi3_cdf(k * k), 4) for k in SIGMA_LEVELS],
+    "per_axis": [round(math.erf(k / math.sqrt(2.0)), 4) for k in SIGMA_LEVELS],
+}
+#: Median of the chi-square distribution with 3 degrees of freedom.
+CHI3_MEDIAN = 2.365974
+
+
+def _quat_to_rotvec(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Rotation vectors (..., 3), angle in [0, pi], of unit quaternions (..., 4) wxyz."""
+    q = np.asarray(quat_wxyz, dtype=np.float64)
+    q = np.where(q[..., :1] < 0.0, -q, q)
+    v = q[..., 1:]
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    angle = 2.0 * np.arctan2(n, q[..., :1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        factor = np.where(n > 1e-12, angle / np.where(n > 1e-12, n, 1.0), 2.0)
+    return v * factor
+
+
+def pose_error_vectors(
+    pred_position_m: np.ndarray,
+    pred_quat_wxyz: np.ndarray,
+    gt_position_m: np.ndarray,
+    gt_quat_wxyz: np.ndarray,
+) -> np.ndarray:
+    """Signed per-frame errors ``(N, 6)`` in the covariance's convention.
+
+    Position ``gt - pred`` (m, world frame); rotation the vector ``d`` (rad) with ``R_gt =
+    Exp(d) R_pred``: about the world's fixed axes, applied on the left (the node's
+    PoseWithCovariance convention).
+    """
+    pred_p = np.asarray(pred_position_m, dtype=np.float64).reshape(-1, 3)
+    gt_p = np.asarray(gt_position_m, dtype=np.float64).reshape(-1, 3)
+    pred_q = quat_normalize(np.asarray(pred_quat_wxyz, dtype=np.float64).reshape(-1, 4))
+    gt_q = quat_normalize(np.asarray(gt_quat_wxyz, dtype=np.float64).reshape(-1, 4))
+    if not len(pred_p) == len(gt_p) == len(pred_q) == len(gt_q):
+        raise PoseNetTrainError(
+            f"prediction/ground-truth counts differ: {len(pred_p)}, {len(gt_p)}, {len(pred_q)},"
+            f" {len(gt_q)}"
+        )
+    rotation = _quat_to_rotvec(quat_multiply(gt_q, quat_conjugate(pred_q)))
+    return np.concatenate([gt_p - pred_p, rotation], axis=1)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values), dtype=np.float64)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman rank correlation (ties averaged); None when either is constant or n < 3."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if len(a) != len(b):
+        raise PoseNetTrainError(f"spearman: {len(a)} and {len(b)} values")
+    if len(a) < 3:
+        return None
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denominator = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    return float(ra @ rb) / denominator if denominator > 0.0 else None
+
+
+def _as_covariances(uncertainty: np.ndarray, count: int) -> np.ndarray:
+    """(N,6,6) covariances from (N,6,6) matrices or (N,6) variances."""
+    array = np.asarray(uncertainty, dtype=np.float64)
+    if array.shape == (count, 6):
+        return np.einsum("ni,ij->nij", array, np.eye(6))
+    if array.shape == (count, 6, 6):
+        return array
+    raise PoseNetTrainError(
+        f"uncertainty must be ({count}, 6) variances or ({count}, 6, 6) covariances, got "
+        f"{array.shape}"
+    )
+
+
+def _block_calibration(errors: np.ndarray, covariance: np.ndarray, unit_scale: float) -> dict:
+    """Calibration of 3-D errors (N,3) against 3x3 covariances (N,3,3)."""
+    count = len(errors)
+    # Tiny ridge: an MC-dropout covariance can be rank-deficient where dropout never reaches.
+    ridge = 1e-12 * np.maximum(np.trace(covariance, axis1=1, axis2=2), 1e-30)
+    regular = covariance + ridge[:, None, None] * np.eye(3)
+    solved = np.linalg.solve(regular, errors[..., None])[..., 0]
+    d2 = np.einsum("ni,ni->n", errors, solved)
+    sigma_axes = np.sqrt(np.clip(np.diagonal(covariance, axis1=1, axis2=2), 0.0, None))
+    z = np.abs(errors) / np.maximum(sigma_axes, 1e-300)
+    sigma = np.sqrt(np.clip(np.trace(covariance, axis1=1, axis2=2), 0.0, None) / 3.0)
+    error_norm = np.linalg.norm(errors, axis=1)
+    _, logdet = np.linalg.slogdet(regular)
+    nll = 0.5 * (d2 + logdet + 3.0 * math.log(2.0 * math.pi))
+    return {
+        "count": count,
+        "share_within_sigma_mahalanobis": [float(np.mean(d2 <= k * k)) for k in SIGMA_LEVELS],
+        "share_within_sigma_per_axis": [float(np.mean(z <= k)) for k in SIGMA_LEVELS],
+        "share_within_sigma_each_axis": [
+            [float(np.mean(z[:, axis] <= k)) for k in SIGMA_LEVELS] for axis in range(3)
+        ],
+        "spearman_sigma_vs_error": spearman(sigma, error_norm),
+        "median_sigma": float(np.median(sigma)) * unit_scale,
+        "median_error": float(np.median(error_norm)) * unit_scale,
+        "mean_nll": float(np.mean(nll)),
+        # Multiply the predicted covariance by this to make the median squared Mahalanobis
+        # distance that of a calibrated Gaussian (robust to a few gross outliers)...
+        "variance_scale_median": float(np.median(d2) / CHI3_MEDIAN),
+        # ... or the mean (what a Kalman filter's consistency test, NEES, looks at).
+        "variance_scale_mean": float(np.mean(d2) / 3.0),
+    }
+
+
+def calibration_report(errors: np.ndarray, uncertainty: np.ndarray) -> dict:
+    """How well predicted covariances describe actual errors.
+
+    ``errors`` (N,6) from :func:`pose_error_vectors`; ``uncertainty`` (N,6) variances or
+    (N,6,6) covariances in the same convention (m^2, rad^2). For position and rotation each:
+    the share of frames inside the 1/2/3-sigma Mahalanobis radius (ideal 19.9/73.9/97.1 % for
+    3-D Gaussian errors), the share of per-axis errors within 1/2/3 sigma (ideal
+    68.3/95.4/99.7 %), per axis too, the Spearman correlation between the predicted sigma
+    (``sqrt(trace / 3)``) and the error's norm, medians of both (position in metres, rotation in
+    degrees), the mean Gaussian negative log-likelihood, and the factor on the covariance that
+    would calibrate it (``variance_scale_median`` / ``variance_scale_mean``).
+    """
+    errors = np.asarray(errors, dtype=np.float64)
+    if errors.ndim != 2 or errors.shape[1] != 6 or len(errors) == 0:
+        raise PoseNetTrainError(f"errors must be (N, 6) with N > 0, got {errors.shape}")
+    covariance = _as_covariances(uncertainty, len(errors))
+    if not np.all(np.isfinite(covariance)):
+        raise PoseNetTrainError("the predicted covariances contain NaN or inf")
+    return {
+        "position": {
+            "unit": "m",
+            **_block_calibration(errors[:, :3], covariance[:, :3, :3], 1.0),
+        },
+        "rotation": {
+            "unit": "deg",
+            **_block_calibration(errors[:, 3:], covariance[:, 3:, 3:], math.degrees(1.0)),
+        },
+        "ideal": IDEAL_SHARES,
+    }
+
+
+_DROPOUT_TYPES = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+@dataclass(frozen=True)
+class McDropoutPrediction:
+    """MC-dropout samples summarised per frame, and the deterministic prediction beside them.
+
+    ``position_m`` (N,3) / ``quat_wxyz`` (N,4): the sample mean (quaternions by the eigenvector
+    mean); ``covariance`` (N,6,6): the sample covariance of the position and of the rotation
+    vector about the mean rotation (world-fixed axes, on the left), m^2 / rad^2;
+    ``deterministic_*``: dropout off (what the node publishes), with the head's log-variances
+    (None without an uncertainty head).
+    """
+
+    position_m: np.ndarray
+    quat_wxyz: np.ndarray
+    covariance: np.ndarray
+    deterministic_position_m: np.ndarray
+    deterministic_quat_wxyz: np.ndarray
+    deterministic_log_variance: np.ndarray | None
+    samples: int
+    head_only: bool
+
+
+def _sample_summary(positions: np.ndarray, quats: np.ndarray) -> tuple:
+    """(mean position (B,3), mean quat (B,4), covariance (B,6,6)) of (S,B,3) / (S,B,4)."""
+    mean_position = positions.mean(axis=0)
+    mean_quat = average_quaternions(np.swapaxes(quats, 0, 1))
+    relative = quat_multiply(quat_normalize(quats), quat_conjugate(mean_quat)[None])
+    deviations = np.concatenate(
+        [positions - mean_position[None], _quat_to_rotvec(relative)], axis=2
+    )
+    deviations -= deviations.mean(axis=0, keepdims=True)
+    covariance = np.einsum("sbi,sbj->bij", deviations, deviations) / (len(positions) - 1)
+    return mean_position, mean_quat, covariance
+
+
+def mc_dropout_predict(
+    model: torch.nn.Module,
+    records: Sequence[PoseRecord],
+    samples: int,
+    *,
+    batch_size: int = 32,
+    resize_shorter_px: int = DEFAULT_RESIZE,
+    crop_hw: tuple[int, int] = DEFAULT_CROP_HW,
+    seed: int = 0,
+    progress: bool = False,
+) -> McDropoutPrediction:
+    """Monte Carlo dropout (Kendall & Cipolla 2016, "Bayesian PoseNet"): ``samples`` forward
+    passes per centre-cropped image with the model's dropout layers active (batch-norm and
+    everything else in eval mode), summarised per frame.
+
+    When every dropout layer sits in the main head (the posenet_train models), the backbone
+    runs once per image and only the head is resampled; the result is the same. Reproducible
+    for a given ``seed`` (the global torch RNG state is restored afterwards). Raises
+    PoseNetTrainError when ``samples < 2`` or the model has no dropout layer.
+    """
+    if samples < 2:
+        raise PoseNetTrainError(f"MC dropout needs at least 2 samples, got {samples}")
+    if batch_size < 1:
+        raise PoseNetTrainError(f"batch_size must be >= 1, got {batch_size}")
+    if not records:
+        raise PoseNetTrainError("no images to predict")
+    dropouts = [m for m in model.modules() if isinstance(m, _DROPOUT_TYPES) and m.p > 0.0]
+    if not dropouts:
+        raise PoseNetTrainError(
+            "the model has no active dropout layer to sample (trained with dropout=0?); MC "
+            "dropout needs one"
+        )
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    from posenet_train.models.base import PoseNetModel  # imports torchvision: only here
+
+    head_only = False
+    if isinstance(model, PoseNetModel):
+        in_head = {id(m) for m in model.heads[-1].modules()}
+        head_only = all(id(m) in in_head for m in dropouts)
+    crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("p", "q", "cov", "dp", "dq", "lv")}
+
+    def run_batch(batch: np.ndarray) -> None:
+        x = torch.from_numpy(batch).to(device)
+        with torch.inference_mode():
+            deterministic = _eval_outputs(model(x))
+            if head_only:
+                normalised = (x - model.input_mean) / model.input_std
+                features = model.extract_features(normalised)[-1]
+            for module in dropouts:
+                module.train()
+            try:
+                sampled = []
+                for _ in range(samples):
+                    if head_only:
+                        output = model._to_pose(model.heads[-1](features))
+                    else:
+                        output = model(x)
+                    sampled.append(_eval_outputs(output)[:2])
+            finally:
+                for module in dropouts:
+                    module.eval()
+        positions = np.stack([s[0] for s in sampled]).astype(np.float64)
+        quats = np.stack([s[1] for s in sampled]).astype(np.float64)
+        if not (np.all(np.isfinite(positions)) and np.all(np.isfinite(quats))):
+            raise ModelError("the model predicted a non-finite pose (NaN or inf) with dropout on")
+        mean_p, mean_q, cov = _sample_summary(positions, quats)
+        parts["p"].append(mean_p)
+        parts["q"].append(mean_q)
+        parts["cov"].append(cov)
+        parts["dp"].append(deterministic[0].astype(np.float64))
+        parts["dq"].append(quat_canonical(quat_normalize(deterministic[1].astype(np.float64))))
+        if len(deterministic) > 2:
+            parts["lv"].append(_log_variance_6(deterministic[2], len(batch)))
+
+    pending: list[np.ndarray] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for image in _resized_images(records, resize_shorter_px, progress):
+            pending.append(center_crop(image, crop_hw))
+            if len(pending) == batch_size:
+                run_batch(_to_bchw(pending))
+                pending = []
+        if pending:
+            run_batch(_to_bchw(pending))
+    return McDropoutPrediction(
+        position_m=np.concatenate(parts["p"]),
+        quat_wxyz=quat_canonical(np.concatenate(parts["q"])),
+        covariance=np.concatenate(parts["cov"]),
+        deterministic_position_m=np.concatenate(parts["dp"]),
+        deterministic_quat_wxyz=np.concatenate(parts["dq"]),
+        deterministic_log_variance=np.concatenate(parts["lv"]) if parts["lv"] else None,
+        samples=samples,
+        head_only=head_only,
+    )
+
+
+def compare_uncertainties(head_variances: np.ndarray, mc_covariance: np.ndarray) -> dict:
+    """How the head's per-frame sigmas relate to MC dropout's: Spearman rank correlation and the
+    median ratio head / MC, for position (m) and rotation."""
+    head = np.asarray(head_variances, dtype=np.float64)
+    mc = np.asarray(mc_covariance, dtype=np.float64)
+    result = {}
+    for name, axes in (("position", slice(0, 3)), ("rotation", slice(3, 6))):
+        head_sigma = np.sqrt(head[:, axes].mean(axis=1))
+        mc_sigma = np.sqrt(np.trace(mc[:, axes, axes], axis1=1, axis2=2) / 3.0)
+        result[name] = {
+            "spearman_head_vs_mc_sigma": spearman(head_sigma, mc_sigma),
+            "median_ratio_head_over_mc_sigma": float(
+                np.median(head_sigma / np.maximum(mc_sigma, 1e-300))
+            ),
+        }
+    return result
+
+
+def plot_uncertainty(
+    errors: np.ndarray, uncertainty: np.ndarray, path: Path, title: str = ""
+) -> Path:
+    """PNG: actual error against predicted sigma (``sqrt(trace / 3)``), position (m) and
+    rotation (deg), log-log, with the 1/2/3-sigma lines of an isotropic Gaussian."""
+    from matplotlib.figure import Figure
+
+    errors = np.asarray(errors, dtype=np.float64)
+    covariance = _as_covariances(uncertainty, len(errors))
+    fig = Figure(figsize=(11, 4.6), dpi=110)
+    axes = fig.subplots(1, 2)
+    for ax, block, scale, unit, name in (
+        (axes[0], slice(0, 3), 1.0, "m", "position"),
+        (axes[1], slice(3, 6), math.degrees(1.0), "deg", "rotation"),
+    ):
+        sigma = np.sqrt(np.trace(covariance[:, block, block], axis1=1, axis2=2) / 3.0) * scale
+        error = np.linalg.norm(errors[:, block], axis=1) * scale
+        ax.scatter(sigma, error, s=10, alpha=0.7, c="tab:blue", zorder=3)
+        positive = np.concatenate([sigma[sigma > 0], error[error > 0]])
+        low = float(positive.min()) / 2 if len(positive) else 1e-3
+        high = float(positive.max()) * 2 if len(positive) else 1.0
+        line = np.array([low, high])
+        for k, style in zip(SIGMA_LEVELS, (":", "--", "-"), strict=True):
+            ax.plot(line, k * line, style, color="0.4", linewidth=0.9, label=f"error = {k} sigma")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(low, high)
+        ax.set_ylim(low, high)
+        rho = spearman(sigma, error)
+        rho_text = f"{rho:.2f}" if rho is not None else "n/a"
+        ax.set_title(f"{name}: Spearman {rho_text}")
+        ax.set_xlabel(f"predicted sigma ({unit}, sqrt(trace/3))")
+        ax.set_ylabel(f"actual error ({unit})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="upper left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    return path
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -559,13 +1009,17 @@ def _write_predictions_csv(
     quat: np.ndarray,
     t_err: np.ndarray,
     r_err: np.ndarray,
+    stddev: np.ndarray | None = None,
 ) -> None:
+    """One row per image; with ``stddev`` (N,6) also the predicted standard deviations."""
+    std_columns = ["std_x_m", "std_y_m", "std_z_m", "std_rx_rad", "std_ry_rad", "std_rz_rad"]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
             ["image", "gt_x_m", "gt_y_m", "gt_z_m", "gt_qw", "gt_qx", "gt_qy", "gt_qz"]
             + ["pred_x_m", "pred_y_m", "pred_z_m", "pred_qw", "pred_qx", "pred_qy", "pred_qz"]
             + ["translation_error_m", "rotation_error_deg"]
+            + (std_columns if stddev is not None else [])
         )
         for i, record in enumerate(records):
             writer.writerow(
@@ -573,6 +1027,7 @@ def _write_predictions_csv(
                 + [f"{v:.9g}" for v in (*record.position_m, *record.quat_wxyz)]
                 + [f"{v:.9g}" for v in (*position[i], *quat[i])]
                 + [f"{t_err[i]:.9g}", f"{r_err[i]:.9g}"]
+                + ([f"{v:.9g}" for v in stddev[i]] if stddev is not None else [])
             )
 
 
@@ -591,6 +1046,8 @@ def main(
     crop_hw: tuple[int, int] | None = None,
     num_threads: int | None = None,
     progress: bool = True,
+    mc_dropout: int = 0,
+    mc_seed: int = 0,
 ) -> dict:
     """Evaluate one model (or the baseline) on ``split`` of ``dataset``; returns the summary.
 
@@ -598,6 +1055,15 @@ def main(
     with checkpoint and onnx. ``resize_shorter_px`` / ``crop_hw`` apply to checkpoints only
     (default: what the checkpoint records, else 256 / 224x224); an ONNX file carries its own.
     Writes summary.json, predictions.csv, trajectory.png and error_cdf.png into ``output``.
+
+    Uncertainty (single centre crop only): a model with an uncertainty head (checkpoint or
+    format 2 file) gets ``summary["uncertainty"]["head"]``, a :func:`calibration_report` of its
+    predicted covariance against the errors, and ``uncertainty_head.png``. ``mc_dropout`` N > 1
+    (checkpoint only) also samples N dropout passes per image (:func:`mc_dropout_predict`,
+    seeded by ``mc_seed``): ``summary["uncertainty"]["mc_dropout"]`` calibrates the sample
+    covariance against the errors of the sample mean, ``["agreement"]`` compares it with the
+    head's, and ``uncertainty_mc_dropout.png`` plots it. The other numbers stay those of the
+    deterministic prediction (dropout off), the one the node publishes.
     """
     modes = {"checkpoint": checkpoint, "onnx": onnx, "baseline": baseline}
     chosen = [name for name, value in modes.items() if value is not None]
@@ -620,6 +1086,15 @@ def main(
         )
     if batch_size < 1:
         raise PoseNetTrainError(f"batch_size must be >= 1, got {batch_size}")
+    if mc_dropout < 0 or mc_dropout == 1:
+        raise PoseNetTrainError(f"mc_dropout must be 0 (off) or >= 2 samples, got {mc_dropout}")
+    if mc_dropout and checkpoint is None:
+        raise PoseNetTrainError(
+            "MC dropout samples the PyTorch model's dropout layers: it needs a checkpoint (an "
+            "ONNX file has none)"
+        )
+    if mc_dropout and dense:
+        raise PoseNetTrainError("MC dropout is measured on the centre crop; drop dense")
     for label, value in (("checkpoint", checkpoint), ("onnx", onnx)):
         if value is not None and not Path(value).is_file():
             raise PoseNetTrainError(f"{label} file not found: {value}")
@@ -637,6 +1112,8 @@ def main(
         config["onnx"] = _file_identity(Path(onnx))
     else:
         config["baseline"] = baseline
+    if mc_dropout:  # only when used, so earlier evaluations' configurations still match
+        config["mc_dropout"] = {"samples": int(mc_dropout), "seed": int(mc_seed)}
     if summary_path.is_file() and not overwrite:
         try:
             previous = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -654,6 +1131,8 @@ def main(
 
     records = load_split(dataset, split)
     extra: dict = {}
+    head_log_variance = None
+    mc = None
     if checkpoint is not None:
         from posenet_train.checkpoint import model_from_checkpoint
 
@@ -661,24 +1140,40 @@ def main(
         ckpt_resize, ckpt_crop = _checkpoint_data_config(ckpt if isinstance(ckpt, dict) else {})
         resize = resize_shorter_px or ckpt_resize or DEFAULT_RESIZE
         crop_size = tuple(crop_hw or ckpt_crop or DEFAULT_CROP_HW)
-        position, quat = predict(
-            model,
-            records,
-            dense=dense,
-            batch_size=batch_size,
-            resize_shorter_px=resize,
-            crop_hw=crop_size,
-            progress=progress,
-        )
+        if mc_dropout:
+            mc = mc_dropout_predict(
+                model,
+                records,
+                mc_dropout,
+                batch_size=batch_size,
+                resize_shorter_px=resize,
+                crop_hw=crop_size,
+                seed=mc_seed,
+                progress=progress,
+            )
+            position, quat = mc.deterministic_position_m, mc.deterministic_quat_wxyz
+            head_log_variance = mc.deterministic_log_variance
+        else:
+            position, quat, head_log_variance = predict(
+                model,
+                records,
+                dense=dense,
+                batch_size=batch_size,
+                resize_shorter_px=resize,
+                crop_hw=crop_size,
+                progress=progress,
+                with_uncertainty=True,
+            )
         extra = {"resize_shorter": resize, "crop_hw": list(crop_size)}
     elif onnx is not None:
-        (position, quat), contract = predict_onnx(
+        (position, quat, head_log_variance), contract = predict_onnx(
             onnx,
             records,
             dense=dense,
             batch_size=batch_size,
             num_threads=num_threads,
             progress=progress,
+            with_uncertainty=True,
         )
         extra = {"resize_shorter": contract.resize_shorter, "crop_hw": list(contract.input_hw)}
     else:
@@ -702,20 +1197,61 @@ def main(
         f"{label}: median {summary['median_translation_m']:.3f} m,"
         f" {summary['median_rotation_deg']:.2f} deg"
     )
-    _write_predictions_csv(output / "predictions.csv", records, position, quat, t_err, r_err)
+    head_variance = np.exp(head_log_variance) if head_log_variance is not None else None
+    _write_predictions_csv(
+        output / "predictions.csv",
+        records,
+        position,
+        quat,
+        t_err,
+        r_err,
+        np.sqrt(head_variance) if head_variance is not None else None,
+    )
     plot_trajectory(
         np.stack([r.position_m for r in records]), position, output / "trajectory.png", title
     )
     plot_error_cdfs(t_err, r_err, output / "error_cdf.png", title)
+    files = {
+        "predictions": "predictions.csv",
+        "trajectory_plot": "trajectory.png",
+        "error_cdf_plot": "error_cdf.png",
+    }
+    gt_position = np.stack([r.position_m for r in records])
+    gt_quat = np.stack([r.quat_wxyz for r in records])
+    uncertainty: dict = {}
+    if head_variance is not None:
+        errors = pose_error_vectors(position, quat, gt_position, gt_quat)
+        uncertainty["head"] = calibration_report(errors, head_variance)
+        files["uncertainty_head_plot"] = "uncertainty_head.png"
+        plot_uncertainty(
+            errors,
+            head_variance,
+            output / files["uncertainty_head_plot"],
+            f"{label}: predicted sigma (uncertainty head) vs error",
+        )
+    if mc is not None:
+        mc_errors = pose_error_vectors(mc.position_m, mc.quat_wxyz, gt_position, gt_quat)
+        uncertainty["mc_dropout"] = {
+            "samples": mc.samples,
+            "seed": int(mc_seed),
+            "backbone_sampled": not mc.head_only,
+            **calibration_report(mc_errors, mc.covariance),
+        }
+        if head_variance is not None:
+            uncertainty["agreement"] = compare_uncertainties(head_variance, mc.covariance)
+        files["uncertainty_mc_dropout_plot"] = "uncertainty_mc_dropout.png"
+        plot_uncertainty(
+            mc_errors,
+            mc.covariance,
+            output / files["uncertainty_mc_dropout_plot"],
+            f"{label}: MC dropout ({mc.samples} samples) sigma vs error of the sample mean",
+        )
     result = {
         "config": config,
         **summary,
         **extra,
-        "files": {
-            "predictions": "predictions.csv",
-            "trajectory_plot": "trajectory.png",
-            "error_cdf_plot": "error_cdf.png",
-        },
+        **({"uncertainty": uncertainty} if uncertainty else {}),
+        "files": files,
     }
     tmp_path = summary_path.with_name(summary_path.name + ".tmp")
     tmp_path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -806,8 +1342,50 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPU threads for torch / ONNX Runtime (default: library default)",
     )
+    parser.add_argument(
+        "--mc-dropout",
+        type=_mc_samples_arg,
+        default=0,
+        metavar="N",
+        help="checkpoint only: also run N >= 2 forward passes per image with dropout active "
+        "(MC dropout, Bayesian PoseNet) and calibrate their sample covariance; compared with "
+        "the uncertainty head when the model has one (default 0: off)",
+    )
+    parser.add_argument(
+        "--mc-seed", type=int, default=0, help="random seed of the MC dropout samples (0)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def _mc_samples_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value != 0 and value < 2:
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or an integer >= 2, got {text!r}")
+    return value
+
+
+def _print_calibration(name: str, report: dict) -> None:
+    ideal = report["ideal"]
+    for block in ("position", "rotation"):
+        r = report[block]
+        rho = r["spearman_sigma_vs_error"]
+        print(
+            f"uncertainty {name} {block}: within 1/2/3 sigma (3-D) "
+            + "/".join(f"{100 * v:.1f}" for v in r["share_within_sigma_mahalanobis"])
+            + " % (ideal "
+            + "/".join(f"{100 * v:.1f}" for v in ideal["mahalanobis_3d"])
+            + "), per axis "
+            + "/".join(f"{100 * v:.1f}" for v in r["share_within_sigma_per_axis"])
+            + " % (ideal "
+            + "/".join(f"{100 * v:.1f}" for v in ideal["per_axis"])
+            + f"), Spearman(sigma, error) {'n/a' if rho is None else f'{rho:.2f}'}, median "
+            f"sigma {r['median_sigma']:.4g} {r['unit']} vs error {r['median_error']:.4g} "
+            f"{r['unit']}, variance scale (median) {r['variance_scale_median']:.3g}"
+        )
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
@@ -829,6 +1407,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
             crop_hw=args.crop,
             num_threads=args.threads,
             progress=not args.quiet,
+            mc_dropout=args.mc_dropout,
+            mc_seed=args.mc_seed,
         )
     except PoseNetTrainError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
@@ -837,6 +1417,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
     for key in keys:
         value = result[key]
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    for name in ("head", "mc_dropout"):
+        if name in result.get("uncertainty", {}):
+            _print_calibration(name, result["uncertainty"][name])
     print(f"written to {Path(args.output) / 'summary.json'}")
     return 0
 

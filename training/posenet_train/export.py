@@ -12,7 +12,21 @@ The model file (see DESIGN.md, "The model-file contract"):
   outputs ``position`` ``[N,3]`` (metres, scene frame) and ``orientation`` ``[N,4]`` (unit
   quaternion wxyz, camera-to-world); the backbone normalisation and the position
   de-normalisation are inside the graph;
-* ``metadata_props``: ``posenet.format`` "1", ``posenet.input``, ``posenet.outputs``,
+* a model with an uncertainty head (``uncertainty=True``) has a third output,
+  ``log_variance`` ``[N,6]``: natural-log variances of the position x, y, z (metres^2, scene
+  frame) and of the rotation about the scene frame's fixed x, y, z axes (rad^2), converted
+  inside the graph; its file says ``posenet.format`` "2" and ``posenet.uncertainty_output``
+  "log_variance". A model without one is written as format "1", which every node reads.
+  Before export the predicted variances are recalibrated (``--uncertainty-calibration``, default
+  the training split): the head learned the errors of training passes, with dropout active,
+  which are larger than those of inference, so its variances come out too large by a roughly
+  constant factor per block. On the chosen split, preprocessed as the node does it (eval mode,
+  centre crop), the factor that makes the median squared Mahalanobis distance that of a
+  calibrated 3-D Gaussian is measured for the position and for the rotation block
+  (:func:`posenet_train.evaluate.calibration_report`, ``variance_scale_median``) and its
+  logarithm added to the log-variances inside the graph (the model's ``log_variance_offset``);
+  ``posenet_train.uncertainty_calibration`` records what was done;
+* ``metadata_props``: ``posenet.format`` "1" (or "2"), ``posenet.input``, ``posenet.outputs``,
   ``posenet.input_size`` "H,W" (the training crop), ``posenet.resize`` (the training resize),
   ``posenet.scene_frame``, ``posenet.architecture``, ``posenet.dataset`` (the dataset folder's
   name), ``posenet.median_error`` ("0.021 m, 1.90 deg" from the checkpoint's own validation, or
@@ -58,20 +72,32 @@ from posenet_train.preprocess import resize_shorter_and_center_crop
 __all__ = [
     "CALIBRATION_SUFFIX",
     "FORMAT_VERSION",
+    "FORMAT_VERSION_NO_UNCERTAINTY",
     "INPUT_NAME",
     "OPSET",
     "OUTPUT_NAMES",
     "TOLERANCE",
+    "UNCERTAINTY_CALIBRATION_CHOICES",
+    "UNCERTAINTY_OUTPUT",
     "build_metadata",
     "calibration_paths",
     "cli",
     "main",
+    "output_names",
     "preprocess_images",
+    "recalibrate_uncertainty",
 ]
 
-FORMAT_VERSION = "1"
+#: Contract version of a model file with an uncertainty output.
+FORMAT_VERSION = "2"
+#: Contract version of a model file without one (readable by every node version).
+FORMAT_VERSION_NO_UNCERTAINTY = "1"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("position", "orientation")
+UNCERTAINTY_OUTPUT = "log_variance"
+#: Splits the uncertainty can be recalibrated on, or "none".
+UNCERTAINTY_CALIBRATION_CHOICES = ("train", "test", "none")
+UNCERTAINTY_CALIBRATION_KEY = "posenet_train.uncertainty_calibration"
 OPSET = 17
 #: Largest allowed |ONNX Runtime - PyTorch| over the check images.
 TOLERANCE = 1e-4
@@ -121,8 +147,9 @@ def build_metadata(
     """The ``metadata_props`` of the model file for checkpoint ``ckpt`` (contract + provenance)."""
     extra = ckpt["extra"]
     crop_h, crop_w = (int(v) for v in extra["crop_hw"])
-    return {
-        "posenet.format": FORMAT_VERSION,
+    uncertainty = bool(ckpt["model_args"].get("uncertainty", False))
+    metadata = {
+        "posenet.format": FORMAT_VERSION if uncertainty else FORMAT_VERSION_NO_UNCERTAINTY,
         "posenet.input": INPUT_NAME,
         "posenet.outputs": ",".join(OUTPUT_NAMES),
         "posenet.input_size": f"{crop_h},{crop_w}",
@@ -134,6 +161,71 @@ def build_metadata(
         "posenet_train.checkpoint": checkpoint_path.name,
         "posenet_train.epoch": str(int(ckpt["epoch"])),
         "posenet_train.dataset_path": str(dataset),
+    }
+    if uncertainty:
+        metadata["posenet.uncertainty_output"] = UNCERTAINTY_OUTPUT
+    return metadata
+
+
+def output_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """The graph's output names for ``model``: position, orientation[, log_variance]."""
+    if getattr(model, "uncertainty", False):
+        return (*OUTPUT_NAMES, UNCERTAINTY_OUTPUT)
+    return OUTPUT_NAMES
+
+
+def recalibrate_uncertainty(
+    model: torch.nn.Module,
+    dataset: str,
+    split: str,
+    resize_shorter_px: int,
+    input_hw: tuple[int, int],
+) -> dict[str, Any]:
+    """Scale an uncertainty head's variances so that they fit the errors on ``split``.
+
+    Predicts ``split`` of ``dataset`` the way the node does (eval mode, centre crop), measures
+    per block (position, rotation) the factor that calibrates the median squared Mahalanobis
+    distance, and adds its logarithm to the model's ``log_variance_offset``. ``split`` "none"
+    changes nothing. Returns what was done, for the model file's metadata.
+    """
+    if split == "none":
+        return {"method": "none"}
+    from posenet_train.evaluate import calibration_report, pose_error_vectors, predict
+
+    records = _load_records(dataset, split)
+    position, quat, log_variance = predict(
+        model,
+        records,
+        batch_size=16,
+        resize_shorter_px=resize_shorter_px,
+        crop_hw=input_hw,
+        with_uncertainty=True,
+    )
+    errors = pose_error_vectors(
+        position,
+        quat,
+        np.stack([r.position_m for r in records]),
+        np.stack([r.quat_wxyz for r in records]),
+    )
+    report = calibration_report(errors, np.exp(log_variance))
+    scales = {block: report[block]["variance_scale_median"] for block in ("position", "rotation")}
+    if not all(math.isfinite(v) and v > 0.0 for v in scales.values()):
+        raise ModelError(f"cannot recalibrate the uncertainty on the {split} split: {scales}")
+    offset = torch.tensor(
+        [math.log(scales["position"])] * 3 + [math.log(scales["rotation"])] * 3,
+        dtype=model.log_variance_offset.dtype,
+    )
+    with torch.no_grad():
+        model.log_variance_offset += offset.to(model.log_variance_offset.device)
+    print(
+        f"uncertainty recalibrated on the {split} split ({len(records)} images): variances x "
+        f"{scales['position']:.3g} (position), x {scales['rotation']:.3g} (rotation)"
+    )
+    return {
+        "method": "variance_scale_median",
+        "split": split,
+        "images": len(records),
+        "variance_scale": scales,
     }
 
 
@@ -159,6 +251,7 @@ def _spread(records: Sequence[PoseRecord], count: int) -> list[PoseRecord]:
 
 
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    names = output_names(model)
     with warnings.catch_warnings():
         # Shape checks and size arithmetic become constants at the fixed input size: expected.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -169,8 +262,8 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            output_names=list(names),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *names)},
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
@@ -197,12 +290,13 @@ def _compare_with_onnxruntime(model: torch.nn.Module, path: Path, inputs: np.nda
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = output_names(model)
     worst = 0.0
     for batch in (inputs, inputs[:1]):
-        ort_outputs = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+        ort_outputs = session.run(list(names), {INPUT_NAME: batch})
         with torch.inference_mode():
             torch_outputs = model(torch.from_numpy(batch))
-        for name, got, want in zip(OUTPUT_NAMES, ort_outputs, torch_outputs, strict=True):
+        for name, got, want in zip(names, ort_outputs, torch_outputs, strict=True):
             want = want.numpy()
             if got.shape != want.shape:
                 raise ModelError(
@@ -232,6 +326,7 @@ def main(
     overwrite: bool = False,
     dataset: str | None = None,
     tolerance: float = TOLERANCE,
+    uncertainty_calibration: str = "train",
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to the model file ``output`` (``.onnx``) and its calibration set.
 
@@ -243,6 +338,8 @@ def main(
         overwrite: replace existing outputs (otherwise they are kept and reported).
         dataset: the dataset to read images from, if not where the checkpoint says.
         tolerance: largest allowed |ONNX Runtime - PyTorch| difference.
+        uncertainty_calibration: split whose errors recalibrate an uncertainty head's variances
+            ("train" or "test"; see the module docstring), or "none" to export them as trained.
 
     Returns ``{"model", "calibration", "calibration_json", "max_abs_diff", "metadata"}``
     (paths, or None for what was not written; ``max_abs_diff`` None when the model file was
@@ -253,6 +350,11 @@ def main(
         raise PoseNetTrainError(f"output {output} must be a .onnx file")
     if calibration_images < 0:
         raise PoseNetTrainError(f"calibration_images must be >= 0, got {calibration_images}")
+    if uncertainty_calibration not in UNCERTAINTY_CALIBRATION_CHOICES:
+        raise PoseNetTrainError(
+            f"uncertainty_calibration {uncertainty_calibration!r} is not one of "
+            f"{', '.join(UNCERTAINTY_CALIBRATION_CHOICES)}"
+        )
     _check_scene_frame(scene_frame)
     calib_npy, calib_json = calibration_paths(output)
 
@@ -273,6 +375,11 @@ def main(
     metadata = build_metadata(
         ckpt, scene_frame=scene_frame, dataset=str(dataset), checkpoint_path=checkpoint
     )
+    if getattr(model, "uncertainty", False) and not (output.exists() and not overwrite):
+        record = recalibrate_uncertainty(
+            model, str(dataset), uncertainty_calibration, resize, input_hw
+        )
+        metadata[UNCERTAINTY_CALIBRATION_KEY] = json.dumps(record, sort_keys=True)
     result: dict[str, Any] = {
         "model": output,
         "calibration": None,
@@ -392,6 +499,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset", help="dataset to read images from, if not where the checkpoint says"
     )
+    p.add_argument(
+        "--uncertainty-calibration",
+        choices=UNCERTAINTY_CALIBRATION_CHOICES,
+        default="train",
+        help="models with an uncertainty head: the split whose errors rescale the predicted "
+        "variances before export (the head learned them with dropout on), or none (train)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -417,6 +531,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             calibration_images=args.calibration_images,
             overwrite=args.overwrite,
             dataset=args.dataset,
+            uncertainty_calibration=args.uncertainty_calibration,
         )
     except PoseNetTrainError as exc:
         print(f"posenet-export: error: {exc}", file=sys.stderr)

@@ -1,5 +1,7 @@
-"""Pose losses: PoseNet's weighted sum (Kendall et al. 2015) and the learned homoscedastic
-weighting of Kendall & Cipolla 2017, both blind to the quaternion sign (q and -q are one rotation).
+"""Pose losses: PoseNet's weighted sum (Kendall et al. 2015), the learned homoscedastic
+weighting of Kendall & Cipolla 2017, and the Gaussian negative log-likelihood of a model that
+predicts its own per-image variances (``nll``); all blind to the quaternion sign (q and -q are one
+rotation).
 
 Positions are compared **normalised**: the residual ``x_hat - x`` is divided by the model's
 ``position_scale`` (the spread of the training positions), i.e. the loss sees
@@ -14,6 +16,14 @@ is not punished.
 Norms are per sample, then averaged over the batch. PoseNet uses the Euclidean (L2) norm;
 Kendall 2017 found the L1 norm better with learned weighting, so that is the learned loss's
 default. Both accept ``norm="l1"`` or ``"l2"``.
+
+``nll`` (:class:`GaussianNLLLoss`) is the heteroscedastic generalisation of the learned
+weighting (Kendall & Gal 2017, "What uncertainties do we need in Bayesian deep learning"): the
+model predicts a log-variance per axis and per image, and the loss is the negative
+log-likelihood of the errors under the diagonal Gaussian those variances describe. Position
+errors are in normalised units (as above; the log-variances shift by ``2 ln position_scale``),
+orientation errors are the small-angle rotation vector ``d`` with ``R_true = Exp(d) R_predicted``
+(world frame, radians), the same quantity the node's covariance describes.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from posenet_train.errors import PoseNetTrainError
 __all__ = [
     "LOSS_NAMES",
     "NORMS",
+    "GaussianNLLLoss",
     "LearnedWeightingLoss",
     "PoseLoss",
     "PoseLossOutput",
@@ -38,9 +49,10 @@ __all__ = [
     "multi_head_loss",
     "orientation_residual",
     "position_residual",
+    "rotation_error_vector",
 ]
 
-LOSS_NAMES = ("posenet", "learned")
+LOSS_NAMES = ("posenet", "learned", "nll")
 NORMS = ("l1", "l2")
 
 
@@ -102,10 +114,40 @@ def orientation_residual(pred_quat_wxyz: Tensor, gt_quat_wxyz: Tensor, norm: str
     return torch.minimum(_norm(pred_quat_wxyz - gt, norm), _norm(pred_quat_wxyz + gt, norm))
 
 
+def _quat_multiply(a: Tensor, b: Tensor) -> Tensor:
+    """Hamilton product ``a * b`` of [N,4] wxyz quaternions."""
+    w1, x1, y1, z1 = a.unbind(dim=1)
+    w2, x2, y2, z2 = b.unbind(dim=1)
+    return torch.stack(
+        [
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+        ],
+        dim=1,
+    )
+
+
+def rotation_error_vector(pred_quat_wxyz: Tensor, gt_quat_wxyz: Tensor) -> Tensor:
+    """Per-sample rotation vector ``d`` (radians, world frame) with ``R_gt = Exp(d) R_pred`` ->
+    [N,3]; sign-invariant in both quaternions, differentiable everywhere (also at ``d = 0``)."""
+    gt = F.normalize(gt_quat_wxyz, p=2.0, dim=1, eps=1e-12)
+    pred = F.normalize(pred_quat_wxyz, p=2.0, dim=1, eps=1e-12)
+    q = _quat_multiply(gt, pred * pred.new_tensor([1.0, -1.0, -1.0, -1.0]))
+    q = torch.where(q[:, :1] < 0.0, -q, q)  # the short way round: angle in [0, pi]
+    w, v = q[:, :1], q[:, 1:]
+    # The epsilon keeps the norm's gradient finite at v = 0; angle / n stays ~ 2 / w there.
+    n = torch.sqrt((v * v).sum(dim=1, keepdim=True) + 1e-12)
+    return v * (2.0 * torch.atan2(n, w) / n)
+
+
 class PoseLoss(nn.Module):
     """Common call signature of the pose losses."""
 
     norm: str
+    #: Whether the loss needs the model's log-variances (an uncertainty head).
+    needs_log_variance: bool = False
 
     def combine(self, position: Tensor, orientation: Tensor) -> Tensor:
         """The total loss from the batch-mean residuals."""
@@ -118,10 +160,13 @@ class PoseLoss(nn.Module):
         gt_position_m: Tensor,
         gt_quat_wxyz: Tensor,
         position_scale: float | Tensor = 1.0,
+        log_variance: Tensor | None = None,
     ) -> PoseLossOutput:
         """Loss of one head's predictions [N,3], [N,4] against ground truth [N,3], [N,4].
 
         ``position_scale`` is the model's ``position_scale`` buffer (see the module docstring).
+        ``log_variance`` ([N,6], a head's uncertainty output in metres^2 / rad^2) is used by
+        :class:`GaussianNLLLoss` only.
         """
         _check_batch(pred_position_m, pred_quat_wxyz, gt_position_m, gt_quat_wxyz)
         position = position_residual(pred_position_m, gt_position_m, position_scale, self.norm)
@@ -186,9 +231,70 @@ class LearnedWeightingLoss(PoseLoss):
         return f"s_x={s_x:.4f}, s_q={s_q:.4f}, norm={self.norm!r}"
 
 
+class GaussianNLLLoss(PoseLoss):
+    """Negative log-likelihood of the pose errors under the model's own per-image Gaussian.
+
+    ``L = mean_n sum_i 0.5 * (e_i^2 exp(-s_i) + s_i)`` over the six axes ``i``: position errors
+    ``(x_hat - x) / position_scale`` with ``s_i`` the predicted log-variance in those normalised
+    units, rotation errors the rotation vector of ``R_gt R_hat^T`` (radians) with ``s_i`` in
+    rad^2 (the constant ``3 ln 2 pi`` is left out). Minimised when ``exp(s_i)`` equals the
+    expected squared error of images like this one: exactly the variance a fusion filter wants.
+
+    The Gaussian rather than a Laplace likelihood, because the node publishes variances and a
+    Kalman filter assumes Gaussian errors; a Laplace scale would have to be converted (var =
+    2 b^2) under an assumption the training never checked.
+
+    ``position`` and ``orientation`` of the output are the plain L2 residuals (as the posenet
+    loss reports them), for logs comparable across losses.
+    """
+
+    needs_log_variance = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = "l2"
+
+    def forward(
+        self,
+        pred_position_m: Tensor,
+        pred_quat_wxyz: Tensor,
+        gt_position_m: Tensor,
+        gt_quat_wxyz: Tensor,
+        position_scale: float | Tensor = 1.0,
+        log_variance: Tensor | None = None,
+    ) -> PoseLossOutput:
+        _check_batch(pred_position_m, pred_quat_wxyz, gt_position_m, gt_quat_wxyz)
+        n = pred_position_m.shape[0]
+        if log_variance is None:
+            raise PoseNetTrainError(
+                "the nll loss needs the model's log-variances: build the model with "
+                "uncertainty=True (--model-arg uncertainty=True)"
+            )
+        if tuple(log_variance.shape) != (n, 6):
+            raise PoseNetTrainError(
+                f"log_variance must have shape [{n}, 6], got {list(log_variance.shape)}"
+            )
+        scale = torch.as_tensor(position_scale, dtype=pred_position_m.dtype)
+        scale = scale.to(pred_position_m.device)
+        position_error = (pred_position_m - gt_position_m) / scale
+        rotation_error = rotation_error_vector(pred_quat_wxyz, gt_quat_wxyz)
+        errors = torch.cat([position_error, rotation_error], dim=1)
+        shift = torch.cat([2.0 * torch.log(scale).expand(3), scale.new_zeros(3)])
+        s = log_variance - shift
+        total = (0.5 * (errors.square() * torch.exp(-s) + s)).sum(dim=1).mean()
+        with torch.no_grad():
+            position = position_residual(pred_position_m, gt_position_m, scale, "l2").mean()
+            orientation = orientation_residual(pred_quat_wxyz, gt_quat_wxyz, "l2").mean()
+        return PoseLossOutput(total, position, orientation)
+
+    def combine(self, position: Tensor, orientation: Tensor) -> Tensor:
+        raise PoseNetTrainError("the nll loss is computed per axis, not from batch means")
+
+
 def build_loss(name: str, *, beta: float = 3.0, norm: str | None = None) -> PoseLoss:
-    """Build a loss by name: "posenet" (:class:`PoseNetLoss`, uses ``beta``) or "learned"
-    (:class:`LearnedWeightingLoss`).
+    """Build a loss by name: "posenet" (:class:`PoseNetLoss`, uses ``beta``), "learned"
+    (:class:`LearnedWeightingLoss`) or "nll" (:class:`GaussianNLLLoss`, for models with an
+    uncertainty head; ``norm`` must be None or "l2").
 
     ``norm=None`` takes each loss's paper default (posenet: l2, learned: l1).
     """
@@ -196,12 +302,18 @@ def build_loss(name: str, *, beta: float = 3.0, norm: str | None = None) -> Pose
         return PoseNetLoss(beta, norm or "l2")
     if name == "learned":
         return LearnedWeightingLoss(norm=norm or "l1")
+    if name == "nll":
+        if norm not in (None, "l2"):
+            raise PoseNetTrainError(
+                f"the nll loss has no residual norm to choose (got {norm!r}); leave it unset"
+            )
+        return GaussianNLLLoss()
     raise PoseNetTrainError(f"unknown loss {name!r}; expected one of {', '.join(LOSS_NAMES)}")
 
 
 def multi_head_loss(
     loss_fn: PoseLoss,
-    outputs: Sequence[tuple[Tensor, Tensor]],
+    outputs: Sequence[tuple[Tensor, ...]],
     gt_position_m: Tensor,
     gt_quat_wxyz: Tensor,
     head_weights: Sequence[float],
@@ -209,8 +321,10 @@ def multi_head_loss(
 ) -> PoseLossOutput:
     """Weighted sum over heads (``[aux1, aux2, main]`` with e.g. weights 0.3, 0.3, 1.0).
 
-    ``total`` is the weighted sum of the heads' totals; ``position`` and ``orientation`` are the
-    main (last) head's residuals, the numbers worth logging.
+    Each head's output is ``(position_m, quat_wxyz)`` or, from an uncertainty head,
+    ``(position_m, quat_wxyz, log_variance)``. ``total`` is the weighted sum of the heads'
+    totals; ``position`` and ``orientation`` are the main (last) head's residuals, the numbers
+    worth logging.
     """
     if len(outputs) != len(head_weights) or not outputs:
         raise PoseNetTrainError(
@@ -218,8 +332,16 @@ def multi_head_loss(
         )
     total = outputs[0][0].new_zeros(())
     last = None
-    for (position_m, quat_wxyz), weight in zip(outputs, head_weights, strict=True):
-        last = loss_fn(position_m, quat_wxyz, gt_position_m, gt_quat_wxyz, position_scale)
+    for output, weight in zip(outputs, head_weights, strict=True):
+        log_variance = output[2] if len(output) > 2 else None
+        last = loss_fn(
+            output[0],
+            output[1],
+            gt_position_m,
+            gt_quat_wxyz,
+            position_scale,
+            log_variance=log_variance,
+        )
         total = total + float(weight) * last.total
     assert last is not None
     return PoseLossOutput(total, last.position, last.orientation)

@@ -295,7 +295,7 @@ def _validate(
         for start in range(0, len(dataset), batch_size):
             items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             images = torch.stack([item[0] for item in items]).to(device)
-            position_m, quat_wxyz = model(images)
+            position_m, quat_wxyz = model(images)[:2]  # an uncertainty head adds log-variances
             positions.append(position_m.double().cpu().numpy())
             quats.append(quat_wxyz.double().cpu().numpy())
     gt_position = dataset.positions_m.double().numpy()
@@ -551,6 +551,16 @@ def _train(
     net.to(device)
     position_scale = float(net.position_scale)
     loss_fn = build_loss(cfg["loss"], beta=cfg["beta"], norm=cfg["loss_norm"]).to(device)
+    if loss_fn.needs_log_variance and not net.uncertainty:
+        raise PoseNetTrainError(
+            f"--loss {cfg['loss']} trains the model's uncertainty head, and {net.name} has none: "
+            "add --model-arg uncertainty=True"
+        )
+    if net.uncertainty and not loss_fn.needs_log_variance:
+        raise PoseNetTrainError(
+            f"the model has an uncertainty head (uncertainty=True) that --loss {cfg['loss']} "
+            "would leave untrained (its exported variances would mean nothing): use --loss nll"
+        )
     optimizer = _build_optimizer(cfg, net, loss_fn)
     scheduler = _build_scheduler(cfg, optimizer)
 
@@ -928,7 +938,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--loss",
         choices=LOSS_NAMES,
-        help=f"posenet: |dx| + beta |dq|; learned: Kendall 2017 weighting ({d['loss']})",
+        help="posenet: |dx| + beta |dq|; learned: Kendall 2017 weighting; nll: Gaussian "
+        "negative log-likelihood with per-image variances, for models built with "
+        f"--model-arg uncertainty=True ({d['loss']})",
     )
     p.add_argument(
         "--beta",

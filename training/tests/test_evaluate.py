@@ -257,7 +257,7 @@ def test_onnx_gives_the_same_numbers_as_the_torch_model(tmp_path: Path, fixed_ba
     ("change", "message"),
     [
         ({"posenet.resize": None}, "lacks posenet.resize"),
-        ({"posenet.format": "2"}, "posenet.format '2' is not supported"),
+        ({"posenet.format": "3"}, "posenet.format '3' is not supported"),
         ({"posenet.input": " "}, "posenet.input is empty"),
         ({"posenet.outputs": "position"}, "must be two different"),
         ({"posenet.outputs": "a,a"}, "must be two different"),

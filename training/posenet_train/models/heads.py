@@ -9,7 +9,13 @@ from torch import Tensor, nn
 
 from posenet_train.errors import ModelError
 
-__all__ = ["GridLSTM", "PoseRegressor", "GlobalPoolHead", "InceptionAuxHead"]
+__all__ = [
+    "INITIAL_LOG_VARIANCE",
+    "GridLSTM",
+    "PoseRegressor",
+    "GlobalPoolHead",
+    "InceptionAuxHead",
+]
 
 #: PoseLSTM reshapes the fc output into a grid with this many rows (32x64 for 2048 features).
 LSTM_GRID_ROWS = 32
@@ -44,11 +50,19 @@ class GridLSTM(nn.Module):
         return torch.cat((h_lr[0], h_lr[1], h_ud[0], h_ud[1]), dim=1)
 
 
-class PoseRegressor(nn.Module):
-    """``[dropout] -> fc + ReLU -> [dropout] -> [GridLSTM] -> fc->xyz, fc->wpqr``.
+#: Initial log-variances of the uncertainty layer (its weights start at zero, so every image
+#: starts with these): position 0 (sigma = the training positions' spread, in the normalised
+#: units the heads regress), rotation ln(0.1) (sigma about 0.32 rad, 18 degrees).
+INITIAL_LOG_VARIANCE = (0.0, 0.0, 0.0, -2.3, -2.3, -2.3)
 
-    Returns (normalised position [N,3], raw quaternion wxyz [N,4]); the model de-normalises the
-    position and scales the quaternion to unit length.
+
+class PoseRegressor(nn.Module):
+    """``[dropout] -> fc + ReLU -> [dropout] -> [GridLSTM] -> fc->xyz, fc->wpqr[, fc->logvar]``.
+
+    Returns (normalised position [N,3], raw quaternion wxyz [N,4]); with ``uncertainty`` also
+    the log-variances [N,6] (position in normalised units^2, rotation about the world's fixed
+    x, y, z axes in rad^2). The model de-normalises the position and its log-variances and
+    scales the quaternion to unit length.
     """
 
     def __init__(
@@ -59,6 +73,7 @@ class PoseRegressor(nn.Module):
         dropout_before: float = 0.0,
         dropout_after: float = 0.0,
         lstm_hidden: int | None = None,
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
         for name, p in (("dropout_before", dropout_before), ("dropout_after", dropout_after)):
@@ -71,20 +86,35 @@ class PoseRegressor(nn.Module):
         out = self.lstm.out_features if self.lstm is not None else fc_features
         self.fc_xyz = nn.Linear(out, 3)
         self.fc_wpqr = nn.Linear(out, 4)
+        self.fc_log_variance = None
+        if uncertainty:
+            # Starts homoscedastic (zero weights): the same, moderate variance for every image
+            # until the likelihood loss teaches it which images are hard.
+            self.fc_log_variance = nn.Linear(out, 6)
+            with torch.no_grad():
+                self.fc_log_variance.weight.zero_()
+                self.fc_log_variance.bias.copy_(torch.tensor(INITIAL_LOG_VARIANCE))
 
-    def forward(self, features_BF: Tensor) -> tuple[Tensor, Tensor]:
-        """[N, in_features] -> ([N, 3], [N, 4])."""
+    def forward(self, features_BF: Tensor) -> tuple[Tensor, ...]:
+        """[N, in_features] -> ([N, 3], [N, 4]) or, with uncertainty, ([N,3], [N,4], [N,6])."""
         x = self.dropout_before(features_BF)
         x = F.relu(self.fc(x))
         x = self.dropout_after(x)
         if self.lstm is not None:
             x = self.lstm(x)
+        if self.fc_log_variance is not None:
+            return self.fc_xyz(x), self.fc_wpqr(x), self.fc_log_variance(x)
         return self.fc_xyz(x), self.fc_wpqr(x)
 
 
 class GlobalPoolHead(nn.Module):
     """PoseNet's main head: global average pool (the paper's 7x7 pool at 224 input; adaptive so
-    other input sizes work) -> dropout -> fc + ReLU -> [GridLSTM] -> xyz, wpqr."""
+    other input sizes work) -> dropout -> fc + ReLU -> [GridLSTM] -> xyz, wpqr.
+
+    ``pool_hw`` other than (1, 1) average-pools to a coarse grid instead and flattens it, so the
+    fc layer sees where in the image things are, not only what is there; where the scene sits in
+    the frame is exactly what distinguishes nearby camera orientations.
+    """
 
     def __init__(
         self,
@@ -93,15 +123,24 @@ class GlobalPoolHead(nn.Module):
         *,
         dropout: float = 0.5,
         lstm_hidden: int | None = None,
+        pool_hw: tuple[int, int] = (1, 1),
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        pool_hw = (int(pool_hw[0]), int(pool_hw[1]))
+        if min(pool_hw) < 1:
+            raise ModelError(f"pool_hw must be two positive integers, got {pool_hw}")
+        self.pool = nn.AdaptiveAvgPool2d(pool_hw)
         self.regressor = PoseRegressor(
-            in_channels, fc_features, dropout_before=dropout, lstm_hidden=lstm_hidden
+            in_channels * pool_hw[0] * pool_hw[1],
+            fc_features,
+            dropout_before=dropout,
+            lstm_hidden=lstm_hidden,
+            uncertainty=uncertainty,
         )
 
-    def forward(self, features_BCHW: Tensor) -> tuple[Tensor, Tensor]:
-        """[N, C, H, W] -> ([N, 3], [N, 4])."""
+    def forward(self, features_BCHW: Tensor) -> tuple[Tensor, ...]:
+        """[N, C, H, W] -> ([N, 3], [N, 4][, [N, 6]])."""
         return self.regressor(torch.flatten(self.pool(features_BCHW), 1))
 
 
@@ -125,6 +164,7 @@ class InceptionAuxHead(nn.Module):
         conv_channels: int = 128,
         dropout: float = 0.7,
         lstm_hidden: int | None = None,
+        uncertainty: bool = False,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, conv_channels, kernel_size=1)
@@ -133,10 +173,11 @@ class InceptionAuxHead(nn.Module):
             fc_features,
             dropout_after=dropout,
             lstm_hidden=lstm_hidden,
+            uncertainty=uncertainty,
         )
 
-    def forward(self, features_BCHW: Tensor) -> tuple[Tensor, Tensor]:
-        """[N, C, H, W] -> ([N, 3], [N, 4])."""
+    def forward(self, features_BCHW: Tensor) -> tuple[Tensor, ...]:
+        """[N, C, H, W] -> ([N, 3], [N, 4][, [N, 6]])."""
         x = features_BCHW
         if x.shape[-2] >= 5 and x.shape[-1] >= 5:
             x = F.avg_pool2d(x, kernel_size=5, stride=3)

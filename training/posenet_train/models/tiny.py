@@ -51,6 +51,8 @@ class PoseNetTiny(PoseNetModel):
             exercise the multi-head code paths cheaply.
         lstm_hidden: PoseLSTM grid LSTMs in every head (hidden size), or None.
         dropout: dropout before each head's fc.
+        uncertainty: every head also predicts log-variances (see PoseNetModel); train with
+            ``--loss nll``.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class PoseNetTiny(PoseNetModel):
         aux_heads: bool = False,
         lstm_hidden: int | None = None,
         dropout: float = 0.2,
+        uncertainty: bool = False,
         name: str = "posenet-tiny",
     ) -> None:
         if pretrained not in (None, "none"):
@@ -79,6 +82,7 @@ class PoseNetTiny(PoseNetModel):
                 "aux_heads": bool(aux_heads),
                 "lstm_hidden": lstm_hidden,
                 "dropout": float(dropout),
+                "uncertainty": bool(uncertainty),
             },
             input_mean=(0.5, 0.5, 0.5),
             input_std=(0.25, 0.25, 0.25),
@@ -91,7 +95,13 @@ class PoseNetTiny(PoseNetModel):
             channels = channels[-1:]
         self.heads = nn.ModuleList(
             [
-                GlobalPoolHead(c, fc_features, dropout=dropout, lstm_hidden=lstm_hidden)
+                GlobalPoolHead(
+                    c,
+                    fc_features,
+                    dropout=dropout,
+                    lstm_hidden=lstm_hidden,
+                    uncertainty=uncertainty,
+                )
                 for c in channels
             ]
         )
