@@ -27,6 +27,7 @@ from posenet_train.quantize import (
     load_calibration,
     main,
     output_differences,
+    regression_tail_nodes,
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -251,3 +252,18 @@ def test_cli_rejects_bad_arguments(argv, capsys):
         build_parser().parse_args(argv)
     assert excinfo.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_regression_tail_stays_float(exported, quantized):
+    """The pose regressors and the de-normalisation after them are excluded from INT8."""
+    proto = onnx.load(str(exported["model"]))
+    tail = set(regression_tail_nodes(proto))
+    producers = {out: node.name for node in proto.graph.node for out in node.output}
+    for output in ("position", "orientation"):
+        assert producers[output] in tail
+    gemms = {n.name for n in proto.graph.node if n.op_type in ("Gemm", "MatMul")}
+    assert any(name in tail for name in gemms), "the 3/4-wide regressors are in the tail"
+    assert not any(n.op_type == "Conv" for n in proto.graph.node if n.name in tail)
+    int8 = onnx.load(str(quantized["output"]))
+    int8_producers = {out: node for node in int8.graph.node for out in node.output}
+    assert int8_producers["position"].op_type not in ("DequantizeLinear", "QuantizeLinear")
