@@ -1,3 +1,6 @@
+# scripts/env.sh is a bash file.
+SHELL := /bin/bash
+
 # Entry points; each target does its own set-up (scripts/setup.sh is fast when nothing changed).
 .PHONY: setup test demo lint clean
 
