@@ -25,7 +25,6 @@ from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
 from posenet_ros.errors import PoseNetError
@@ -40,25 +39,21 @@ from posenet_ros.pose_matching import (
     summary_line,
     write_outputs,
 )
+from posenet_ros.ros_common import descriptor as make_descriptor
+from posenet_ros.ros_common import reliable_qos
 from posenet_ros.stats import RateLimiter
 
 # Reliable and deep enough for a burst: a pose lost is a pose not scored. Matches the
 # relocalizer's reliable outputs and the player's reliable ground truth.
-POSE_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=100,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
+POSE_QOS = reliable_qos(100)
 EXIT_STARTUP_FAILURE = 2
 EXIT_WRITE_FAILURE = 1
 _NS_PER_S = 1_000_000_000
 
 
 def _descriptor(description: str, kind: int, constraints: str = "") -> ParameterDescriptor:
-    return ParameterDescriptor(
-        description=description, type=kind, read_only=True, additional_constraints=constraints
-    )
+    # Read-only: configured once at start-up; a change would not be applied.
+    return make_descriptor(description, kind, read_only=True, constraints=constraints)
 
 
 def pose_from_msg(msg: PoseStamped) -> StampedPose:

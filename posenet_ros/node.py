@@ -26,20 +26,11 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
     ParameterType,
     SetParametersResult,
 )
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import (
-    DurabilityPolicy,
-    HistoryPolicy,
-    QoSProfile,
-    ReliabilityPolicy,
-)
 from sensor_msgs.msg import CompressedImage, Image
 
 from posenet_ros.backends import BACKEND_CHOICES
@@ -62,6 +53,8 @@ from posenet_ros.geometry import (
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS
 from posenet_ros.msg import PoseEstimate
 from posenet_ros.pipeline import Relocalizer, pose_covariance
+from posenet_ros.ros_common import CAMERA_QOS, reliable_qos
+from posenet_ros.ros_common import descriptor as _descriptor
 from posenet_ros.stats import (
     REJECT_DECODE,
     REJECT_GATED,
@@ -72,54 +65,12 @@ from posenet_ros.stats import (
 )
 from posenet_ros.trt_engine import PRECISIONS
 
-# Camera input: sensor-data semantics (best effort, volatile) but depth 1: only the newest frame.
-CAMERA_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.BEST_EFFORT,
-    durability=DurabilityPolicy.VOLATILE,
-)
-OUTPUT_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=10,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
-# What tf2_ros.TransformBroadcaster uses.
-TF_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=100,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
+OUTPUT_QOS = reliable_qos(10)
+TF_QOS = reliable_qos(100)  # what tf2_ros.TransformBroadcaster uses
 
 EXIT_STARTUP_FAILURE = 2
 _DIGITS = re.compile(r"\d+")
 NO_INPUT_WARN_S = 5.0
-
-
-def _descriptor(
-    description: str,
-    kind: int,
-    *,
-    read_only: bool = False,
-    float_range: tuple[float, float] | None = None,
-    int_range: tuple[int, int] | None = None,
-    constraints: str = "",
-) -> ParameterDescriptor:
-    d = ParameterDescriptor(
-        description=description,
-        type=kind,
-        read_only=read_only,
-        additional_constraints=constraints,
-    )
-    if float_range is not None:
-        d.floating_point_range = [
-            FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)
-        ]
-    if int_range is not None:
-        d.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
-    return d
 
 
 # Node parameter -> GateConfig field (same names).

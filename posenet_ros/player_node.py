@@ -30,7 +30,6 @@ from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CameraInfo, Image
@@ -47,23 +46,15 @@ from posenet_ros.dataset_reader import (
 )
 from posenet_ros.errors import PoseNetError
 from posenet_ros.image_codec import rgb_to_image_fields
+from posenet_ros.ros_common import CAMERA_QOS, reliable_qos
+from posenet_ros.ros_common import descriptor as make_descriptor
 from posenet_ros.stats import RateLimiter
 
 # What a camera driver offers: best effort, newest frames only. Matches the relocalizer's
 # best-effort subscription (a reliable publisher would too, but would stall on slow readers).
-IMAGE_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.BEST_EFFORT,
-    durability=DurabilityPolicy.VOLATILE,
-)
+IMAGE_QOS = CAMERA_QOS
 # Ground truth must not be lost: every pose lost is an estimate the evaluator cannot score.
-GROUND_TRUTH_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=100,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
+GROUND_TRUTH_QOS = reliable_qos(100)
 
 EXIT_STARTUP_FAILURE = 2
 ENCODINGS = ("rgb8", "bgr8")
@@ -79,10 +70,8 @@ FASTDDS_PROFILE_VARIABLES = ("FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_DEFAULT_
 
 
 def _descriptor(description: str, kind: int, constraints: str = "") -> ParameterDescriptor:
-    # Read-only: the playback is configured once; a change would not be applied.
-    return ParameterDescriptor(
-        description=description, type=kind, read_only=True, additional_constraints=constraints
-    )
+    # Read-only: configured once at start-up; a change would not be applied.
+    return make_descriptor(description, kind, read_only=True, constraints=constraints)
 
 
 def large_image_hint(image_bytes: int, rmw: str, environ: Mapping[str, str]) -> str:
