@@ -150,6 +150,8 @@ def main(
     epochs: int = 30,
     resize: int = 128,
     crop: str = "128,168",
+    lr: float = 3e-4,
+    beta: float = 1.0,
     rate_hz: float = 10.0,
     threads: int | None = None,
     overwrite: bool = False,
@@ -178,8 +180,9 @@ def main(
         model=model,
         epochs=epochs,
         batch_size=16,
-        lr=1e-3,
+        lr=lr,
         lr_schedule="cosine",
+        beta=beta,
         resize=resize,
         crop=crop,
         max_shift=4,
@@ -187,7 +190,8 @@ def main(
         val_every=max(1, epochs // 5),
         resume="auto",
     )
-    checkpoint = run / "best.pt"
+    # The final weights: best.pt is picked on this same test split, which would flatter it.
+    checkpoint = run / "last.pt"
 
     step("3/5 offline evaluation on the test split (PyTorch, nearest neighbour)")
     offline = evaluate.main(scene, output / "eval_pytorch", checkpoint=checkpoint)
@@ -261,6 +265,8 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=30, help="training epochs")
     p.add_argument("--resize", type=int, default=128, help="shorter image side, px")
     p.add_argument("--crop", default="128,168", help="network input H,W")
+    p.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (cosine schedule)")
+    p.add_argument("--beta", type=float, default=1.0, help="orientation weight of the loss")
     p.add_argument("--rate-hz", type=float, default=10.0, help="live playback rate")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -269,8 +275,9 @@ def cli(argv: list[str] | None = None) -> int:
     for name in ("train_frames", "test_frames", "width", "height", "epochs"):
         if getattr(a, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
-    if a.rate_hz <= 0:
-        p.error("--rate-hz must be > 0")
+    for name in ("rate_hz", "lr", "beta"):
+        if not getattr(a, name) > 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0")
     result = main(
         a.output,
         train_frames=a.train_frames,
@@ -281,6 +288,8 @@ def cli(argv: list[str] | None = None) -> int:
         epochs=a.epochs,
         resize=a.resize,
         crop=a.crop,
+        lr=a.lr,
+        beta=a.beta,
         rate_hz=a.rate_hz,
         threads=a.threads,
         overwrite=a.overwrite,

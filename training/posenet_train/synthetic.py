@@ -869,15 +869,23 @@ class _Loop:
     heading_swing_deg: float  # amplitude of a slow heading oscillation around the offset
     phase_rad: float
     direction: int  # +1 counter-clockwise
+    radius_wobble: float = 0.0  # amplitude, same unit as radius_fraction
+    radius_cycles: int = 0  # radius oscillations per loop
+    height_cycles: int = 3
+    heading_cycles: int = 2
+    heading_phase_rad: float = 0.0
 
 
-# Training loops span radii 0.35-0.65 of the half room, heights 1.2-1.8 m and headings -60°..+60°
-# around "outward"; the test loop stays inside that span.
+# Training paths weave: each loop's radius (37-63 % of the half room), height (1.25-1.75 m) and
+# heading (up to 55° either side of "outward") oscillate at their own rates, so that together they
+# criss-cross the band the test loop runs through, as several walks of a site with a hand-held
+# camera would. Parallel loops at fixed radius and heading (the first design) left the test poses
+# in gaps that only retrieval-like answers could fill; a regressor needs the views around them.
 _TRAIN_LOOPS = (
-    _Loop(0.55, 1.50, 0.05, 0.0, 15.0, 0.0, +1),
-    _Loop(0.35, 1.20, 0.05, 45.0, 10.0, 0.8, -1),
-    _Loop(0.65, 1.80, 0.05, -45.0, 10.0, 1.9, +1),
-    _Loop(0.45, 1.50, 0.20, 0.0, 60.0, 2.7, -1),
+    _Loop(0.50, 1.50, 0.20, 0.0, 50.0, 0.0, +1, 0.13, 5, 3, 3),
+    _Loop(0.50, 1.45, 0.20, 0.0, 55.0, 1.1, -1, 0.13, 7, 4, 5, 1.0),
+    _Loop(0.45, 1.60, 0.15, 25.0, 30.0, 2.2, +1, 0.08, 4, 5, 4, 2.0),
+    _Loop(0.55, 1.40, 0.15, -25.0, 30.0, 3.3, -1, 0.08, 6, 2, 6, 0.5),
 )
 _TEST_LOOP = _Loop(0.50, 1.55, 0.10, 0.0, 30.0, 0.9, +1)
 _MAX_PITCH_DEG = 12.0
@@ -894,11 +902,13 @@ def _loop_poses(
     positions = np.empty((count, 3))
     quats = np.empty((count, 4))
     for i, phi in enumerate(phases):
-        x = loop.radius_fraction * half_extent[0] * math.cos(phi)
-        y = loop.radius_fraction * half_extent[1] * math.sin(phi)
-        z = loop.height_m + loop.height_wobble_m * math.sin(3.0 * phi)
+        radius = loop.radius_fraction + loop.radius_wobble * math.sin(loop.radius_cycles * phi)
+        x = radius * half_extent[0] * math.cos(phi)
+        y = radius * half_extent[1] * math.sin(phi)
+        z = loop.height_m + loop.height_wobble_m * math.sin(loop.height_cycles * phi)
         yaw = math.atan2(y, x) + math.radians(
-            loop.heading_offset_deg + loop.heading_swing_deg * math.sin(2.0 * phi)
+            loop.heading_offset_deg
+            + loop.heading_swing_deg * math.sin(loop.heading_cycles * phi + loop.heading_phase_rad)
         )
         pitch = math.radians(-4.0 + 6.0 * math.sin(3.0 * phi + 1.0))
         roll = 0.0
@@ -935,9 +945,10 @@ def make_trajectories(
 ) -> dict[str, Trajectory]:
     """Camera paths for the room, deterministic from ``scene.seed``.
 
-    Train: four elliptic loops round the room's centre (radii 35-65 % of the half room, heights
-    1.2-1.8 m, headings from looking straight at the walls to 45° sideways both ways, one loop
-    swinging ±60°), with small random jitter (3 cm, 2°). The frames are shared between the loops.
+    Train: four loops round the room's centre whose radius (37-63 % of the half room), height
+    (1.25-1.75 m) and heading (up to 55° either side of looking straight at the walls) weave at
+    different rates, so the loops cross each other; small random jitter (3 cm, 2°). The frames are
+    shared between the loops.
     Test: a separate smooth loop at an intermediate radius and height, starting at a different
     phase, without jitter, inside the space the training poses span. Timestamps run at
     ``rate_hz`` from 0 in each split.

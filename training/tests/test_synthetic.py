@@ -273,7 +273,8 @@ def test_trajectories_stay_in_free_space_and_test_is_covered_by_train(room_size_
     for i in range(len(test)):
         distance = np.linalg.norm(train.positions_m - test.positions_m[i], axis=1)
         angle = np.degrees(np.arccos(np.clip(axes_train @ test.T_world_camera(i)[:3, 2], -1, 1)))
-        assert np.min(distance + angle / 60.0) < 0.6 * scale  # e.g. 0.35 m and 15° at 8 m
+        # e.g. 0.5 m and 20° at 8 m: near enough to interpolate, not a copy of a training view
+        assert np.min(distance + angle / 60.0) < 0.8 * scale
 
 
 @pytest.mark.parametrize("room_size_m", [(8.0, 6.0, 3.0), (6.0, 5.0, 2.5)])
