@@ -40,7 +40,7 @@ from posenet_ros.pose_matching import (
     write_outputs,
 )
 from posenet_ros.ros_common import descriptor as make_descriptor
-from posenet_ros.ros_common import reliable_qos
+from posenet_ros.ros_common import reliable_qos, shut_down_while_spinning
 from posenet_ros.stats import RateLimiter
 
 # Reliable and deep enough for a burst: a pose lost is a pose not scored. Matches the
@@ -356,6 +356,9 @@ def main(args: list[str] | None = None) -> int:
             rclpy.spin_until_future_complete(node, node.done)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except RuntimeError as e:
+            if not shut_down_while_spinning(e, node):
+                raise
         # Results are written however the run ended: a SIGINT is the normal end of a live run.
         return node.finish()
     finally:

@@ -53,7 +53,7 @@ from posenet_ros.geometry import (
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS
 from posenet_ros.msg import PoseEstimate
 from posenet_ros.pipeline import Relocalizer, pose_covariance
-from posenet_ros.ros_common import CAMERA_QOS, reliable_qos
+from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
 from posenet_ros.ros_common import descriptor as _descriptor
 from posenet_ros.stats import (
     REJECT_DECODE,
@@ -763,6 +763,9 @@ def main(args: list[str] | None = None) -> int:
         return EXIT_STARTUP_FAILURE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError as e:
+        if not shut_down_while_spinning(e, node):
+            raise
     finally:
         if node is not None:
             node.destroy_node()

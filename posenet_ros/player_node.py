@@ -46,7 +46,7 @@ from posenet_ros.dataset_reader import (
 )
 from posenet_ros.errors import PoseNetError
 from posenet_ros.image_codec import rgb_to_image_fields
-from posenet_ros.ros_common import CAMERA_QOS, reliable_qos
+from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
 from posenet_ros.ros_common import descriptor as make_descriptor
 from posenet_ros.stats import RateLimiter
 
@@ -478,6 +478,9 @@ def main(args: list[str] | None = None) -> int:
         return EXIT_STARTUP_FAILURE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError as e:
+        if not shut_down_while_spinning(e, node):
+            raise
     finally:
         if node is not None:
             node.destroy_node()
