@@ -356,8 +356,8 @@ def main(args: list[str] | None = None) -> int:
             rclpy.spin_until_future_complete(node, node.done)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
-        except RuntimeError as e:
-            if not shut_down_while_spinning(e, node):
+        except RuntimeError:
+            if not shut_down_while_spinning(node):
                 raise
         # Results are written however the run ended: a SIGINT is the normal end of a live run.
         return node.finish()

@@ -763,8 +763,8 @@ def main(args: list[str] | None = None) -> int:
         return EXIT_STARTUP_FAILURE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except RuntimeError as e:
-        if not shut_down_while_spinning(e, node):
+    except RuntimeError:
+        if not shut_down_while_spinning(node):
             raise
     finally:
         if node is not None:

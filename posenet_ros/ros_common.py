@@ -50,8 +50,8 @@ def descriptor(
     return d
 
 
-def shut_down_while_spinning(error: RuntimeError, node: object | None) -> bool:
-    """True when ``error`` came from a spin that a SIGINT interrupted, not from a real fault.
+def shut_down_while_spinning(node: object | None) -> bool:
+    """True when a RuntimeError out of spinning ``node`` means a SIGINT, not a real fault.
 
     rclpy's signal handler shuts the context down from another thread; an executor that is just
     building its wait set then raises RCLError ("the given context is not valid") instead of

@@ -881,12 +881,18 @@ class _Loop:
 # criss-cross the band the test loop runs through, as several walks of a site with a hand-held
 # camera would. Parallel loops at fixed radius and heading (the first design) left the test poses
 # in gaps that only retrieval-like answers could fill; a regressor needs the views around them.
+# fmt: off
 _TRAIN_LOOPS = (
-    _Loop(0.50, 1.50, 0.20, 0.0, 50.0, 0.0, +1, 0.13, 5, 3, 3),
-    _Loop(0.50, 1.45, 0.20, 0.0, 55.0, 1.1, -1, 0.13, 7, 4, 5, 1.0),
-    _Loop(0.45, 1.60, 0.15, 25.0, 30.0, 2.2, +1, 0.08, 4, 5, 4, 2.0),
-    _Loop(0.55, 1.40, 0.15, -25.0, 30.0, 3.3, -1, 0.08, 6, 2, 6, 0.5),
+    _Loop(0.50, 1.50, 0.20, 0.0, 50.0, 0.0, +1, radius_wobble=0.13, radius_cycles=5,
+          height_cycles=3, heading_cycles=3),
+    _Loop(0.50, 1.45, 0.20, 0.0, 55.0, 1.1, -1, radius_wobble=0.13, radius_cycles=7,
+          height_cycles=4, heading_cycles=5, heading_phase_rad=1.0),
+    _Loop(0.45, 1.60, 0.15, 25.0, 30.0, 2.2, +1, radius_wobble=0.08, radius_cycles=4,
+          height_cycles=5, heading_cycles=4, heading_phase_rad=2.0),
+    _Loop(0.55, 1.40, 0.15, -25.0, 30.0, 3.3, -1, radius_wobble=0.08, radius_cycles=6,
+          height_cycles=2, heading_cycles=6, heading_phase_rad=0.5),
 )
+# fmt: on
 _TEST_LOOP = _Loop(0.50, 1.55, 0.10, 0.0, 30.0, 0.9, +1)
 _MAX_PITCH_DEG = 12.0
 
