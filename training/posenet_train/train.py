@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from posenet_train.checkpoint import load_checkpoint, save_checkpoint
 from posenet_train.data import PoseDataset, position_stats, seed_worker
@@ -61,6 +61,7 @@ from posenet_train.errors import CheckpointError, PoseNetTrainError
 from posenet_train.evaluate import pose_errors, summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
+from posenet_train.preprocess import center_crop, to_tensor_chw
 
 __all__ = ["DEFAULTS", "OPTIMIZERS", "LR_SCHEDULES", "build_parser", "cli", "main"]
 
@@ -89,6 +90,7 @@ DEFAULTS: dict[str, Any] = {
     "crop": (224, 224),
     "seed": 0,
     "freeze_backbone_epochs": 0,
+    "frozen_blocks": 0,
     "model_kwargs": {},
     "epochs": 100,
     "val_every": 1,
@@ -234,7 +236,14 @@ def _check_options(cfg: dict[str, Any]) -> None:
     for key in positive:
         if not cfg[key] > 0:
             raise PoseNetTrainError(f"{key} must be > 0, got {cfg[key]!r}")
-    non_negative = ("momentum", "weight_decay", "val_every", "workers", "freeze_backbone_epochs")
+    non_negative = (
+        "momentum",
+        "weight_decay",
+        "val_every",
+        "workers",
+        "freeze_backbone_epochs",
+        "frozen_blocks",
+    )
     for key in non_negative:
         if cfg[key] < 0:
             raise PoseNetTrainError(f"{key} must be >= 0, got {cfg[key]!r}")
@@ -404,6 +413,7 @@ def main(
     overwrite: bool = False,
     max_steps: int | None = None,
     freeze_backbone_epochs: int | None = None,
+    frozen_blocks: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -454,6 +464,7 @@ def main(
             "threads": threads,
             "max_steps": max_steps,
             "freeze_backbone_epochs": freeze_backbone_epochs,
+            "frozen_blocks": frozen_blocks,
             "model_kwargs": None if model_kwargs is None else dict(model_kwargs),
             "device": device,
         }
@@ -480,6 +491,7 @@ def _train(
         if not isinstance(saved, dict):
             raise CheckpointError(f"{resume_path} records no training options; cannot resume")
         cfg = _merge_resumed_config(requested, saved, resume_path)
+        cfg.setdefault("frozen_blocks", 0)  # runs from before the option existed
         cfg["crop"] = tuple(cfg["crop"])
         if cfg["lr_schedule"] == "cosine" and cfg["epochs"] != saved["epochs"] and ddp.is_main:
             print(
@@ -548,6 +560,7 @@ def _train(
         model_args = dict(net.constructor_args)
         mean, scale = position_stats(train_records)
         net.set_position_stats(mean, scale)
+    net.set_frozen_blocks(int(cfg["frozen_blocks"]))
     net.to(device)
     position_scale = float(net.position_scale)
     loss_fn = build_loss(cfg["loss"], beta=cfg["beta"], norm=cfg["loss_norm"]).to(device)
@@ -595,9 +608,21 @@ def _train(
             )
 
     train_model: torch.nn.Module = net
+    if _can_cache_trunk(cfg):
+        train_set = _cache_trunk(
+            net, train_set, cfg["batch_size"], device, ddp.is_main and progress, ddp.is_main
+        )
+        train_model = _FromTrunk(net)
+    elif cfg["frozen_blocks"] and ddp.is_main:
+        print(
+            f"the frozen trunk's output is computed every step (not cached): the training crops "
+            f"vary (--max-shift {cfg['max_shift']}, --color-jitter {cfg['color_jitter']}); "
+            "--max-shift 0 without --color-jitter makes them fixed",
+            file=sys.stderr,
+        )
     if ddp.active:
         train_model = torch.nn.parallel.DistributedDataParallel(
-            net,
+            train_model,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg["freeze_backbone_epochs"] > 0,
         )
@@ -782,6 +807,70 @@ def _train(
         "best_val": best_val,
         "last_val": last_val,
     }
+
+
+def _can_cache_trunk(cfg: dict[str, Any]) -> bool:
+    """Whether every training sample is one fixed crop, so the frozen trunk's output can be
+    computed once: blocks frozen, centre crops only (max shift 0) and no colour jitter."""
+    return cfg["frozen_blocks"] > 0 and cfg["max_shift"] == 0 and cfg["color_jitter"] == 0.0
+
+
+class _TrunkDataset(Dataset):
+    """``(trunk features, position_m, quat_wxyz)`` per training image, held in memory."""
+
+    def __init__(self, features: torch.Tensor, positions_m: torch.Tensor, quats: torch.Tensor):
+        self.features, self.positions_m, self.quats_wxyz = features, positions_m, quats
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.features[index], self.positions_m[index], self.quats_wxyz[index]
+
+
+class _FromTrunk(torch.nn.Module):
+    """The model seen from cached trunk features (what DistributedDataParallel wraps)."""
+
+    def __init__(self, net: PoseNetModel) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, trunk_BCHW: torch.Tensor) -> Any:
+        return self.net.forward_from_trunk(trunk_BCHW)
+
+
+def _cache_trunk(
+    net: PoseNetModel,
+    train_set: PoseDataset,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+    report: bool,
+) -> _TrunkDataset:
+    """Run the frozen trunk once over the training images' fixed crops (what a random crop with
+    max shift 0 cuts: the centre crop). Draws no random numbers, so the run's random streams
+    are the same with and without the cache."""
+    count = len(train_set)
+    chunks = []
+    starts = range(0, count, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="caching the frozen trunk", unit="batch", leave=False)
+    for start in starts:
+        crops = [
+            to_tensor_chw(center_crop(train_set.resized_image(i), train_set.crop_hw))
+            for i in range(start, min(count, start + batch_size))
+        ]
+        chunks.append(net.trunk_features(torch.stack(crops).to(device)).cpu())
+    features = torch.cat(chunks)
+    if report:
+        print(
+            f"frozen trunk ({net.frozen_blocks} blocks) cached for {count} training images: "
+            f"{features.numel() * features.element_size() / 2**20:.1f} MiB",
+            file=sys.stderr,
+        )
+    return _TrunkDataset(features, train_set.positions_m, train_set.quats_wxyz)
 
 
 def _log_epoch(
@@ -1009,6 +1098,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         help="train only the heads for the first N epochs (0)",
     )
+    p.add_argument(
+        "--frozen-blocks",
+        type=_non_negative_int,
+        help="keep the backbone's stem and first N blocks at their pretrained weights for the "
+        "whole run (0; posenet-efficientnet-lite0: up to 16, 11 keeps everything before the "
+        "last two stages). With --max-shift 0 and no --color-jitter their output is computed "
+        "once per training image and cached, so an epoch costs a fraction of a full one",
+    )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -1047,6 +1144,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             max_steps=args.max_steps,
             freeze_backbone_epochs=args.freeze_backbone_epochs,
+            frozen_blocks=args.frozen_blocks,
             model_kwargs=dict(args.model_arg) if args.model_arg else None,
             device=args.device,
             progress=not args.no_progress,

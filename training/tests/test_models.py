@@ -278,3 +278,74 @@ def test_efficientnet_pool_hw_keeps_a_coarse_grid_and_rejects_bad_values() -> No
     assert model.heads[0].regressor.fc.in_features == 1280 * 6
     with pytest.raises(ModelError, match="pool_hw"):
         build_model("posenet-efficientnet-lite0", pretrained="none", pool_hw=(0, 3))
+
+
+# (name, kwargs, blocks, input size): every model that can freeze a trunk, at its largest and a
+# middle setting.
+FROZEN_CASES = [
+    ("posenet-tiny", {}, 1, 32),
+    ("posenet-tiny", {"aux_heads": True}, 1, 32),
+    ("posenet-efficientnet-lite0", {"pretrained": None}, 11, 64),
+    ("posenet-efficientnet-lite0", {"pretrained": None}, 16, 64),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "blocks", "size"), FROZEN_CASES)
+def test_frozen_trunk_changes_no_output_and_gets_no_gradient(name, kwargs, blocks, size):
+    torch.manual_seed(0)
+    model = build_model(name, **kwargs)
+    model.eval()
+    images = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        reference = model(images)
+    model.set_frozen_blocks(blocks)
+    trunk = model._trunk_modules(blocks)
+    with torch.no_grad():
+        direct = model(images)
+        cached = model.forward_from_trunk(model.trunk_features(images))
+    for ref, a, b in zip(reference, direct, cached, strict=True):
+        assert torch.equal(ref, a) and torch.equal(ref, b)
+
+    model.train()
+    assert all(not m.training for m in trunk) and model.heads.training
+    statistics = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+    outputs = model.forward_from_trunk(model.trunk_features(images))
+    sum(o[0].sum() + o[1].sum() for o in outputs).backward()
+    frozen = {id(p) for m in trunk for p in m.parameters()}
+    assert frozen and all(p.grad is None for m in trunk for p in m.parameters())
+    assert all(p.grad is not None for p in model.parameters() if id(p) not in frozen)
+    after = model.state_dict()
+    for m_name, module in model.named_modules():
+        if module in trunk:
+            for key in (k for k in statistics if k.startswith(m_name + ".")):
+                assert torch.equal(after[key], statistics[key]), key
+
+    model.set_frozen_blocks(0)
+    assert all(p.requires_grad for p in model.parameters())
+    assert all(m.training for m in trunk)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "blocks", "pattern"),
+    [
+        ("posenet-tiny", {}, 2, "0..1 backbone blocks"),
+        ("posenet-tiny", {}, -1, "0..1 backbone blocks"),
+        ("posenet-tiny", {}, 1.0, "must be an integer"),
+        ("posenet-tiny", {}, True, "must be an integer"),
+        ("posenet-efficientnet-lite0", {"pretrained": None}, 17, "0..16 backbone blocks"),
+        ("posenet-googlenet", {}, 1, "posenet-efficientnet-lite0 can"),
+    ],
+)
+def test_bad_frozen_block_counts(name, kwargs, blocks, pattern):
+    model = build_model(name, **kwargs)
+    with pytest.raises(ModelError, match=pattern):
+        model.set_frozen_blocks(blocks)
+    assert model.frozen_blocks == 0
+
+
+def test_trunk_calls_need_frozen_blocks():
+    model = build_model("posenet-tiny")
+    with pytest.raises(ModelError, match="needs frozen blocks"):
+        model.trunk_features(torch.rand(1, 3, 32, 32))
+    with pytest.raises(ModelError, match="needs frozen blocks"):
+        model.forward_from_trunk(torch.rand(1, 8, 16, 16))

@@ -168,9 +168,47 @@ def test_freeze_backbone_epochs_train_only_the_heads(dataset, tmp_path):
     )
 
 
+def test_frozen_blocks_are_cached_when_crops_are_fixed(dataset, tmp_path, monkeypatch, capsys):
+    """Caching the frozen trunk changes nothing but the time: same weights as computing it every
+    step, and the frozen stage keeps its initial weights and statistics."""
+    import posenet_train.train as train_module
+    from posenet_train.models import build_model
+
+    options = {**TINY, "color_jitter": 0.0, "max_shift": 0, "model_kwargs": {"dropout": 0.0}}
+    options["progress"] = True
+    cached = main(dataset, tmp_path / "cached", epochs=2, frozen_blocks=1, **options)
+    assert "frozen trunk (1 blocks) cached for" in capsys.readouterr().err
+    monkeypatch.setattr(train_module, "_can_cache_trunk", lambda cfg: False)
+    direct = main(dataset, tmp_path / "direct", epochs=2, frozen_blocks=1, **options)
+    assert "(not cached)" in capsys.readouterr().err
+
+    a = load_checkpoint(cached["last"])["model_state"]
+    b = load_checkpoint(direct["last"])["model_state"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    torch.manual_seed(0)
+    initial = build_model("posenet-tiny", dropout=0.0).state_dict()
+    for key in ("backbone.stage1.0.weight", "backbone.stage1.1.running_mean"):
+        assert torch.equal(a[key], initial[key]), key
+    assert not torch.equal(a["backbone.stage2.0.weight"], initial["backbone.stage2.0.weight"])
+    assert load_checkpoint(cached["last"])["extra"]["config"]["frozen_blocks"] == 1
+
+
+def test_frozen_blocks_resume_exactly(dataset, tmp_path):
+    options = {**TINY, "color_jitter": 0.0, "max_shift": 0, "frozen_blocks": 1}
+    straight = main(dataset, tmp_path / "straight", epochs=2, **options)
+    main(dataset, tmp_path / "resumed", epochs=1, **options)
+    resumed = main(dataset, tmp_path / "resumed", epochs=2, resume="auto", **options)
+    a = load_checkpoint(straight["last"])["model_state"]
+    b = load_checkpoint(resumed["last"])["model_state"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["--frozen-blocks", "-1"],
+        ["--frozen-blocks", "two"],
         ["--epochs", "0"],
         ["--epochs", "two"],
         ["--batch-size", "-4"],
@@ -220,6 +258,7 @@ def test_negative_max_shift_is_refused_by_the_parser(capsys):
         ([], "--dataset is required"),
         (["--dataset", "{dataset}", "--model-arg", "colour=1"], "takes no argument(s) colour"),
         (["--dataset", "{dataset}", "--model-arg", "pretrained=x"], "--pretrained"),
+        (["--dataset", "{dataset}", "--frozen-blocks", "2"], "can keep 0..1 backbone blocks"),
     ],
 )
 def test_bad_options_are_reported_by_the_cli(dataset, tmp_path, capsys, args, pattern):

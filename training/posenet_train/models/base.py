@@ -50,7 +50,16 @@ class PoseNetModel(nn.Module):
     Subclasses set ``self.backbone`` (the part frozen by :meth:`set_backbone_frozen`) and
     ``self.heads`` (an ``nn.ModuleList`` aligned with the feature taps), and implement
     :meth:`extract_features` returning one feature tensor per head (same order).
+
+    A frozen trunk (:meth:`set_frozen_blocks`) keeps the stem and the first N backbone blocks at
+    their pretrained weights; models that support it set :attr:`max_frozen_blocks` and implement
+    :meth:`_trunk_modules`, :meth:`_run_trunk` and :meth:`_features_after_trunk`. The trunk's
+    output (:meth:`trunk_features`) then depends on the image only, so a trainer can compute it
+    once per image and train on :meth:`forward_from_trunk`.
     """
+
+    #: How many backbone blocks :meth:`set_frozen_blocks` can freeze (0: not supported).
+    max_frozen_blocks: int = 0
 
     backbone: nn.Module
     heads: nn.ModuleList
@@ -67,6 +76,8 @@ class PoseNetModel(nn.Module):
         self.constructor_args: dict[str, Any] = dict(constructor_args)
         self.head_weights: tuple[float, ...] = tuple(float(w) for w in head_weights)
         self.freeze_backbone = False
+        #: Backbone blocks (after the stem) held at their weights; see set_frozen_blocks.
+        self.frozen_blocks = 0
         #: Whether the heads also predict log-variances (see the class docstring).
         self.uncertainty = bool(self.constructor_args.get("uncertainty", False))
         self.register_buffer(
@@ -117,27 +128,104 @@ class PoseNetModel(nn.Module):
         self.freeze_backbone = bool(frozen)
         self.train(self.training)
 
+    def set_frozen_blocks(self, count: int) -> None:
+        """Hold the stem and the first ``count`` backbone blocks at their current (pretrained)
+        weights for the rest of training: no gradients (``requires_grad`` off) and batch-norm
+        statistics held (eval mode). 0 trains the whole backbone again.
+
+        Early layers of an ImageNet network compute generic image features that pose regression
+        need not change; freezing them skips their backward pass, and with caching (see
+        :meth:`trunk_features`) their forward pass too. Raises ModelError for a count outside
+        ``0..max_frozen_blocks``.
+        """
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ModelError(f"frozen blocks must be an integer, got {count!r}")
+        if not 0 <= count <= self.max_frozen_blocks:
+            if self.max_frozen_blocks == 0:
+                raise ModelError(
+                    f"{self.name} cannot keep backbone blocks frozen (got {count}); "
+                    "posenet-efficientnet-lite0 can (up to 16 blocks)"
+                )
+            raise ModelError(
+                f"{self.name} can keep 0..{self.max_frozen_blocks} backbone blocks frozen, "
+                f"got {count}"
+            )
+        for module in self._trunk_modules(self.max_frozen_blocks):
+            module.requires_grad_(True)
+        for module in self._trunk_modules(count):
+            module.requires_grad_(False)
+        self.frozen_blocks = count
+        self.train(self.training)
+
     def train(self, mode: bool = True) -> PoseNetModel:
-        """Set train/eval mode; a frozen backbone stays in eval mode (see set_backbone_frozen)."""
+        """Set train/eval mode; a frozen backbone or trunk stays in eval mode (see
+        set_backbone_frozen, set_frozen_blocks)."""
         super().train(mode)
         if mode and self.freeze_backbone:
             self.backbone.eval()
+        if mode and self.frozen_blocks:
+            for module in self._trunk_modules(self.frozen_blocks):
+                module.eval()
         return self
 
     def extract_features(self, x: Tensor) -> list[Tensor]:
         """Backbone features for each head, ordered like :attr:`heads` (normalised input)."""
         raise NotImplementedError
 
-    def forward(self, image_BCHW: Tensor) -> tuple[Tensor, ...] | list[tuple[Tensor, ...]]:
-        """Regress poses from 0..1 RGB images; see the class docstring for the return value."""
+    def _trunk_modules(self, count: int) -> list[nn.Module]:
+        """The stem and the first ``count`` blocks (models with max_frozen_blocks > 0)."""
+        return []
+
+    def _run_trunk(self, x: Tensor, count: int) -> Tensor:
+        """Stem and first ``count`` blocks on the normalised input."""
+        raise NotImplementedError
+
+    def _features_after_trunk(self, trunk: Tensor, count: int) -> list[Tensor]:
+        """The rest of :meth:`extract_features`, from the output of :meth:`_run_trunk`."""
+        raise NotImplementedError
+
+    def _check_image(self, image_BCHW: Tensor) -> Tensor:
         if image_BCHW.dim() != 4 or image_BCHW.shape[1] != 3:
             raise ModelError(
                 f"{self.name} expects image_BCHW with shape [N, 3, H, W], "
                 f"got {list(image_BCHW.shape)}"
             )
-        x = (image_BCHW - self.input_mean) / self.input_std
+        return (image_BCHW - self.input_mean) / self.input_std
+
+    def trunk_features(self, image_BCHW: Tensor) -> Tensor:
+        """Output of the frozen trunk (stem and first :attr:`frozen_blocks` blocks) for 0..1 RGB
+        images, without gradients; feed it to :meth:`forward_from_trunk`. Raises ModelError when
+        no blocks are frozen."""
+        if self.frozen_blocks == 0:
+            raise ModelError("trunk_features needs frozen blocks (set_frozen_blocks(N), N > 0)")
+        x = self._check_image(image_BCHW)
+        with torch.no_grad():
+            return self._run_trunk(x, self.frozen_blocks)
+
+    def forward_from_trunk(
+        self, trunk_BCHW: Tensor
+    ) -> tuple[Tensor, ...] | list[tuple[Tensor, ...]]:
+        """:meth:`forward` from :meth:`trunk_features` (same return values)."""
+        if self.frozen_blocks == 0:
+            raise ModelError(
+                "forward_from_trunk needs frozen blocks (set_frozen_blocks(N), N > 0)"
+            )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
+            features = self._features_after_trunk(trunk_BCHW, self.frozen_blocks)
+        return self._heads_forward(features)
+
+    def forward(self, image_BCHW: Tensor) -> tuple[Tensor, ...] | list[tuple[Tensor, ...]]:
+        """Regress poses from 0..1 RGB images; see the class docstring for the return value."""
+        if self.frozen_blocks:
+            return self.forward_from_trunk(self.trunk_features(image_BCHW))
+        x = self._check_image(image_BCHW)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             features = self.extract_features(x)
+        return self._heads_forward(features)
+
+    def _heads_forward(
+        self, features: list[Tensor]
+    ) -> tuple[Tensor, ...] | list[tuple[Tensor, ...]]:
         if self.training:
             return [self._to_pose(head(f)) for head, f in zip(self.heads, features, strict=True)]
         # Auxiliary heads only shape training; inference (and the exported graph) uses the main.

@@ -157,9 +157,37 @@ class PoseNetEfficientNetLite0(PoseNetModel):
             len(result.unexpected_keys),
         )
 
+    #: The 16 MBConv blocks; set_frozen_blocks(11) keeps everything up to the stride-16 stage.
+    max_frozen_blocks = 16
+
     def extract_features(self, x: Tensor) -> list[Tensor]:
         """[final 1280-channel feature map]."""
         return [self.backbone.extract_features(x)]
+
+    def _trunk_modules(self, count: int) -> list[nn.Module]:
+        net = self.backbone
+        return [net._conv_stem, net._bn0, *list(net._blocks)[:count]] if count else []
+
+    def _run_trunk(self, x: Tensor, count: int) -> Tensor:
+        # The library's extract_features split in two; the frozen blocks run in eval mode, where
+        # drop-connect is off.
+        net = self.backbone
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for index, block in enumerate(list(net._blocks)[:count]):
+            x = block(x, drop_connect_rate=self._drop_connect_rate(index))
+        return x
+
+    def _features_after_trunk(self, trunk: Tensor, count: int) -> list[Tensor]:
+        net = self.backbone
+        x = trunk
+        for index, block in enumerate(list(net._blocks)[count:], start=count):
+            x = block(x, drop_connect_rate=self._drop_connect_rate(index))
+        return [net._swish(net._bn1(net._conv_head(x)))]
+
+    def _drop_connect_rate(self, block_index: int) -> float:
+        # The library's per-block schedule: the rate grows linearly with depth.
+        rate = self.backbone._global_params.drop_connect_rate or 0.0
+        return rate * float(block_index) / len(self.backbone._blocks)
 
 
 def build_efficientnet_lite0(**kwargs: Any) -> PoseNetEfficientNetLite0:

@@ -106,9 +106,25 @@ class PoseNetTiny(PoseNetModel):
             ]
         )
 
+    #: stage1 (before the first tap) can be frozen, to test the frozen-trunk code paths.
+    max_frozen_blocks = 1
+
     def extract_features(self, x: Tensor) -> list[Tensor]:
         """[stage2, stage3, stage4] features with auxiliary heads, else [stage4]."""
         taps = self.backbone(x)
+        return taps if self.aux_heads else taps[-1:]
+
+    def _trunk_modules(self, count: int) -> list[nn.Module]:
+        return [self.backbone.stage1][:count]
+
+    def _run_trunk(self, x: Tensor, count: int) -> Tensor:
+        return self.backbone.stage1(x) if count else x
+
+    def _features_after_trunk(self, trunk: Tensor, count: int) -> list[Tensor]:
+        x1 = trunk if count else self.backbone.stage1(trunk)
+        x2 = self.backbone.stage2(x1)
+        x3 = self.backbone.stage3(x2)
+        taps = [x2, x3, self.backbone.stage4(x3)]
         return taps if self.aux_heads else taps[-1:]
 
 
