@@ -18,7 +18,7 @@ def test_demo_runs_end_to_end_and_live_matches_offline(tmp_path):
         "--output", str(tmp_path / "demo"),
         "--train-frames", "40", "--test-frames", "12", "--width", "320", "--height", "240",
         "--model", "posenet-tiny", "--epochs", "2", "--resize", "64", "--crop", "64,84",
-        "--threads", "2", "--json", str(result_json),
+        "--frozen-blocks", "1", "--threads", "2", "--json", str(result_json),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
