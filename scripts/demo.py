@@ -142,16 +142,17 @@ def run_live(
 def main(
     output: Path,
     *,
-    train_frames: int = 600,
+    train_frames: int = 2400,
     test_frames: int = 150,
     width: int = 640,
     height: int = 480,
     model: str = "posenet-efficientnet-lite0",
-    epochs: int = 30,
+    epochs: int = 22,
     resize: int = 128,
     crop: str = "128,168",
     lr: float = 1e-3,
-    beta: float = 1.0,
+    beta: float = 3.0,
+    dropout: float = 0.1,
     frozen_blocks: int = 11,
     rate_hz: float = 10.0,
     threads: int | None = None,
@@ -194,6 +195,7 @@ def main(
         # than it needs small-shift augmentation.
         max_shift=0,
         frozen_blocks=frozen_blocks,
+        model_kwargs={"dropout": dropout},
         threads=threads,
         val_every=max(1, epochs // 5),
         resume="auto",
@@ -265,16 +267,17 @@ def main(
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", type=Path, default=ROOT / "work" / "demo", help="output folder")
-    p.add_argument("--train-frames", type=int, default=600, help="rendered training frames")
+    p.add_argument("--train-frames", type=int, default=2400, help="rendered training frames")
     p.add_argument("--test-frames", type=int, default=150, help="rendered test frames")
     p.add_argument("--width", type=int, default=640, help="rendered image width, px")
     p.add_argument("--height", type=int, default=480, help="rendered image height, px")
     p.add_argument("--model", default="posenet-efficientnet-lite0", help="network name")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs")
+    p.add_argument("--epochs", type=int, default=22, help="training epochs")
     p.add_argument("--resize", type=int, default=128, help="shorter image side, px")
     p.add_argument("--crop", default="128,168", help="network input H,W")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule)")
-    p.add_argument("--beta", type=float, default=1.0, help="orientation weight of the loss")
+    p.add_argument("--beta", type=float, default=3.0, help="orientation weight of the loss")
+    p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head's fc")
     p.add_argument(
         "--frozen-blocks",
         type=int,
@@ -291,6 +294,8 @@ def cli(argv: list[str] | None = None) -> int:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if a.frozen_blocks < 0:
         p.error("--frozen-blocks must be >= 0")
+    if not 0.0 <= a.dropout < 1.0:
+        p.error("--dropout must be in [0, 1)")
     for name in ("rate_hz", "lr", "beta"):
         if not getattr(a, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
@@ -306,6 +311,7 @@ def cli(argv: list[str] | None = None) -> int:
         crop=a.crop,
         lr=a.lr,
         beta=a.beta,
+        dropout=a.dropout,
         frozen_blocks=a.frozen_blocks,
         rate_hz=a.rate_hz,
         threads=a.threads,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,3 +39,23 @@ def test_demo_runs_end_to_end_and_live_matches_offline(tmp_path):
     again = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert "exists: kept" in again.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be > 0"),
+        (["--train-frames", "-5"], "--train-frames must be > 0"),
+        (["--lr", "0"], "--lr must be > 0"),
+        (["--beta", "-1"], "--beta must be > 0"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+        (["--frozen-blocks", "-1"], "--frozen-blocks must be >= 0"),
+        (["--epochs", "many"], "invalid int value"),
+    ],
+)
+def test_bad_demo_arguments_exit_2_with_the_reason(tmp_path, args, message):
+    cmd = [sys.executable, str(ROOT / "scripts" / "demo.py"), "--output", str(tmp_path), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not any(tmp_path.iterdir()), "nothing may be written for bad arguments"
