@@ -147,10 +147,10 @@ def main(
     width: int = 640,
     height: int = 480,
     model: str = "posenet-efficientnet-lite0",
-    epochs: int = 22,
+    epochs: int = 25,
     resize: int = 128,
     crop: str = "128,168",
-    lr: float = 1e-3,
+    lr: float = 5e-4,
     beta: float = 3.0,
     dropout: float = 0.1,
     frozen_blocks: int = 11,
@@ -272,10 +272,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=640, help="rendered image width, px")
     p.add_argument("--height", type=int, default=480, help="rendered image height, px")
     p.add_argument("--model", default="posenet-efficientnet-lite0", help="network name")
-    p.add_argument("--epochs", type=int, default=22, help="training epochs")
+    p.add_argument("--epochs", type=int, default=25, help="training epochs")
     p.add_argument("--resize", type=int, default=128, help="shorter image side, px")
     p.add_argument("--crop", default="128,168", help="network input H,W")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule)")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine schedule)")
     p.add_argument("--beta", type=float, default=3.0, help="orientation weight of the loss")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head's fc")
     p.add_argument(
