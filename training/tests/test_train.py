@@ -194,6 +194,18 @@ def test_frozen_blocks_are_cached_when_crops_are_fixed(dataset, tmp_path, monkey
     assert load_checkpoint(cached["last"])["extra"]["config"]["frozen_blocks"] == 1
 
 
+@pytest.mark.parametrize("frozen_blocks", [0, 1])
+def test_channels_last_trains_the_same_model(dataset, tmp_path, frozen_blocks):
+    options = {**TINY, "color_jitter": 0.0, "max_shift": 0, "frozen_blocks": frozen_blocks}
+    options["model_kwargs"] = {"dropout": 0.0}
+    nchw = main(dataset, tmp_path / "nchw", epochs=2, **options)
+    nhwc = main(dataset, tmp_path / "nhwc", epochs=2, channels_last=True, **options)
+    a = load_checkpoint(nchw["last"])["model_state"]
+    b = load_checkpoint(nhwc["last"])["model_state"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_frozen_blocks_resume_exactly(dataset, tmp_path):
     options = {**TINY, "color_jitter": 0.0, "max_shift": 0, "frozen_blocks": 1}
     straight = main(dataset, tmp_path / "straight", epochs=2, **options)
