@@ -135,16 +135,20 @@ class PoseDataset(Dataset):
             return self._cache[index]
         return self._load_resized(index)
 
+    def center_crop_image(self, index: int) -> torch.Tensor:
+        """The centre crop as a CHW float tensor (0..1 RGB), whatever ``train`` says: the same
+        bytes as preprocess.resize_shorter_and_center_crop on the original image."""
+        return to_tensor_chw(center_crop(self.resized_image(index), self.crop_hw))
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        resized = self.resized_image(index)
         if self.train:
+            resized = self.resized_image(index)
             image = to_tensor_chw(
                 random_crop(resized, self.crop_hw, max_shift_px=self.max_shift_px)
             )
             image = color_jitter(image, self.color_jitter)
         else:
-            # Same bytes as preprocess.resize_shorter_and_center_crop on the original image.
-            image = to_tensor_chw(center_crop(resized, self.crop_hw))
+            image = self.center_crop_image(index)
         return image, self.positions_m[index], self.quats_wxyz[index]
 
 

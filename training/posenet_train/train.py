@@ -62,7 +62,6 @@ from posenet_train.errors import CheckpointError, PoseNetTrainError
 from posenet_train.evaluate import pose_errors, summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
-from posenet_train.preprocess import center_crop, to_tensor_chw
 
 __all__ = ["DEFAULTS", "OPTIMIZERS", "LR_SCHEDULES", "build_parser", "cli", "main"]
 
@@ -826,8 +825,10 @@ def _can_cache_trunk(cfg: dict[str, Any]) -> bool:
 class _TrunkDataset(Dataset):
     """``(trunk features, position_m, quat_wxyz)`` per training image, held in memory."""
 
-    def __init__(self, features: torch.Tensor, positions_m: torch.Tensor, quats: torch.Tensor):
-        self.features, self.positions_m, self.quats_wxyz = features, positions_m, quats
+    def __init__(
+        self, features: torch.Tensor, positions_m: torch.Tensor, quats_wxyz: torch.Tensor
+    ) -> None:
+        self.features, self.positions_m, self.quats_wxyz = features, positions_m, quats_wxyz
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -867,8 +868,7 @@ def _cache_trunk(
         starts = tqdm(starts, desc="caching the frozen trunk", unit="batch", leave=False)
     for start in starts:
         crops = [
-            to_tensor_chw(center_crop(train_set.resized_image(i), train_set.crop_hw))
-            for i in range(start, min(count, start + batch_size))
+            train_set.center_crop_image(i) for i in range(start, min(count, start + batch_size))
         ]
         chunks.append(net.trunk_features(torch.stack(crops).to(device)).cpu())
     features = torch.cat(chunks)
