@@ -184,7 +184,7 @@ class PoseNetModel(nn.Module):
         """The rest of :meth:`extract_features`, from the output of :meth:`_run_trunk`."""
         raise NotImplementedError
 
-    def _check_image(self, image_BCHW: Tensor) -> Tensor:
+    def _normalised_input(self, image_BCHW: Tensor) -> Tensor:
         if image_BCHW.dim() != 4 or image_BCHW.shape[1] != 3:
             raise ModelError(
                 f"{self.name} expects image_BCHW with shape [N, 3, H, W], "
@@ -198,7 +198,7 @@ class PoseNetModel(nn.Module):
         no blocks are frozen."""
         if self.frozen_blocks == 0:
             raise ModelError("trunk_features needs frozen blocks (set_frozen_blocks(N), N > 0)")
-        x = self._check_image(image_BCHW)
+        x = self._normalised_input(image_BCHW)
         with torch.no_grad():
             return self._run_trunk(x, self.frozen_blocks)
 
@@ -218,7 +218,7 @@ class PoseNetModel(nn.Module):
         """Regress poses from 0..1 RGB images; see the class docstring for the return value."""
         if self.frozen_blocks:
             return self.forward_from_trunk(self.trunk_features(image_BCHW))
-        x = self._check_image(image_BCHW)
+        x = self._normalised_input(image_BCHW)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_backbone):
             features = self.extract_features(x)
         return self._heads_forward(features)

@@ -23,17 +23,14 @@ def _conv(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class _TinyBackbone(nn.Module):
+    """The four stages; PoseNetTiny runs them (see _features_after_trunk)."""
+
     def __init__(self, width: int) -> None:
         super().__init__()
         self.stage1 = _conv(3, width)
         self.stage2 = _conv(width, 2 * width)
         self.stage3 = _conv(2 * width, 4 * width)
         self.stage4 = _conv(4 * width, 8 * width)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        x2 = self.stage2(self.stage1(x))
-        x3 = self.stage3(x2)
-        return [x2, x3, self.stage4(x3)]
 
 
 class PoseNetTiny(PoseNetModel):
@@ -111,8 +108,7 @@ class PoseNetTiny(PoseNetModel):
 
     def extract_features(self, x: Tensor) -> list[Tensor]:
         """[stage2, stage3, stage4] features with auxiliary heads, else [stage4]."""
-        taps = self.backbone(x)
-        return taps if self.aux_heads else taps[-1:]
+        return self._features_after_trunk(x, 0)
 
     def _trunk_modules(self, count: int) -> list[nn.Module]:
         return [self.backbone.stage1][:count]
