@@ -142,18 +142,19 @@ def run_live(
 def main(
     output: Path,
     *,
-    train_frames: int = 2400,
+    train_frames: int = 4800,
     test_frames: int = 150,
     width: int = 640,
     height: int = 480,
     model: str = "posenet-efficientnet-lite0",
-    epochs: int = 25,
+    epochs: int = 30,
+    batch_size: int = 32,
     resize: int = 128,
     crop: str = "128,168",
     lr: float = 5e-4,
     beta: float = 3.0,
     dropout: float = 0.1,
-    frozen_blocks: int = 11,
+    frozen_blocks: int = 14,
     rate_hz: float = 10.0,
     threads: int | None = None,
     overwrite: bool = False,
@@ -184,7 +185,7 @@ def main(
         run,
         model=model,
         epochs=epochs,
-        batch_size=16,
+        batch_size=batch_size,
         lr=lr,
         lr_schedule="cosine",
         beta=beta,
@@ -268,12 +269,13 @@ def main(
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output", type=Path, default=ROOT / "work" / "demo", help="output folder")
-    p.add_argument("--train-frames", type=int, default=2400, help="rendered training frames")
+    p.add_argument("--train-frames", type=int, default=4800, help="rendered training frames")
     p.add_argument("--test-frames", type=int, default=150, help="rendered test frames")
     p.add_argument("--width", type=int, default=640, help="rendered image width, px")
     p.add_argument("--height", type=int, default=480, help="rendered image height, px")
     p.add_argument("--model", default="posenet-efficientnet-lite0", help="network name")
-    p.add_argument("--epochs", type=int, default=25, help="training epochs")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs")
+    p.add_argument("--batch-size", type=int, default=32, help="training batch size")
     p.add_argument("--resize", type=int, default=128, help="shorter image side, px")
     p.add_argument("--crop", default="128,168", help="network input H,W")
     p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine schedule)")
@@ -282,7 +284,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--frozen-blocks",
         type=int,
-        default=11,
+        default=14,
         help="backbone blocks kept at ImageNet weights and cached (posenet-tiny: 0 or 1)",
     )
     p.add_argument("--rate-hz", type=float, default=10.0, help="live playback rate")
@@ -290,7 +292,7 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--overwrite", action="store_true", help="start from scratch")
     a = p.parse_args(argv)
-    for name in ("train_frames", "test_frames", "width", "height", "epochs"):
+    for name in ("train_frames", "test_frames", "width", "height", "epochs", "batch_size"):
         if getattr(a, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if a.frozen_blocks < 0:
@@ -308,6 +310,7 @@ def cli(argv: list[str] | None = None) -> int:
         height=a.height,
         model=a.model,
         epochs=a.epochs,
+        batch_size=a.batch_size,
         resize=a.resize,
         crop=a.crop,
         lr=a.lr,

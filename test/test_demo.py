@@ -45,6 +45,7 @@ def test_demo_runs_end_to_end_and_live_matches_offline(tmp_path):
     ("args", "message"),
     [
         (["--epochs", "0"], "--epochs must be > 0"),
+        (["--batch-size", "0"], "--batch-size must be > 0"),
         (["--train-frames", "-5"], "--train-frames must be > 0"),
         (["--lr", "0"], "--lr must be > 0"),
         (["--beta", "-1"], "--beta must be > 0"),

@@ -907,12 +907,13 @@ def _woven_loops(count: int) -> tuple[_Loop, ...]:
     return tuple(loops)
 
 
-# Eight woven loops. History, measured on the demo's 2400 frames (BENCHMARKS.md): parallel loops
-# at fixed radius and heading (the first design) left the test poses in gaps that only
-# retrieval-like answers could fill; four hand-set woven loops gave the regressor views around
-# the test poses (0.18-0.21 m); eight loops with the same frame count spread those views over
-# more positions and headings, which the regressor uses better than retrieval does (0.145 m).
-_TRAIN_LOOPS = _woven_loops(8)
+# Sixteen woven loops. History, measured with the demo's training settings (BENCHMARKS.md):
+# parallel loops at fixed radius and heading (the first design) left the test poses in gaps that
+# only retrieval-like answers could fill; four hand-set woven loops gave the regressor views
+# around the test poses (0.21 m on 2400 frames); eight generated loops on the same frames spread
+# those views over more positions and headings (0.145 m); with 4800 frames, sixteen loops keep
+# about 300 frames per loop, and the regressor uses the extra paths better than retrieval does.
+_TRAIN_LOOPS = _woven_loops(16)
 _TEST_LOOP = _Loop(0.50, 1.55, 0.10, 0.0, 30.0, 0.9, +1)
 _MAX_PITCH_DEG = 12.0
 
@@ -971,8 +972,8 @@ def make_trajectories(
 ) -> dict[str, Trajectory]:
     """Camera paths for the room, deterministic from ``scene.seed``.
 
-    Train: eight loops round the room's centre whose radius (34-65 % of the half room), height
-    (1.28-1.72 m) and heading (up to 75° either side of looking straight at the walls) weave at
+    Train: sixteen loops round the room's centre whose radius (33-65 % of the half room), height
+    (1.26-1.74 m) and heading (up to 76° either side of looking straight at the walls) weave at
     different rates, so the loops cross each other; small random jitter (3 cm, 2°). The frames are
     shared between the loops.
     Test: a separate smooth loop at an intermediate radius and height, starting at a different
@@ -1347,7 +1348,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--train-frames",
         type=_int_at_least(1),
         default=600,
-        help="training images, shared by 8 camera loops (default 600)",
+        help="training images, shared by 16 camera loops (default 600)",
     )
     parser.add_argument(
         "--test-frames", type=_int_at_least(1), default=150, help="test images (default 150)"
