@@ -882,8 +882,9 @@ def _woven_loops(count: int) -> tuple[_Loop, ...]:
     Loop ``i`` leans its heading by up to 35° either side of "outward" (a full sine over the
     loops), swings it by 25-45°, wobbles its radius by 10-14 % of the half room around 46-54 %
     and its height by 15 cm around 1.40-1.60 m, with cycle counts and phases spread by
-    multiplying ``i`` with numbers prime to ``count``. Together the loops criss-cross the band the
-    test loop runs through, as several walks of a site with a hand-held camera would.
+    multiplying ``i`` by 3, 5, 7 and 11 modulo ``count`` (a permutation of the loops when
+    ``count`` shares no factor with them, as 16 does not). Together the loops criss-cross the
+    band the test loop runs through, as several walks of a site with a hand-held camera would.
     """
     loops = []
     for i in range(count):
