@@ -149,10 +149,10 @@ def main(
     model: str = "posenet-efficientnet-lite0",
     epochs: int = 30,
     batch_size: int = 32,
-    resize: int = 128,
-    crop: str = "128,168",
-    lr: float = 5e-4,
-    beta: float = 3.0,
+    resize: int = 144,
+    crop: str = "144,192",
+    lr: float = 1e-3,
+    beta: float = 1.75,
     dropout: float = 0.1,
     frozen_blocks: int = 14,
     rate_hz: float = 10.0,
@@ -284,10 +284,10 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="posenet-efficientnet-lite0", help="network name")
     p.add_argument("--epochs", type=int, default=30, help="training epochs")
     p.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    p.add_argument("--resize", type=int, default=128, help="shorter image side, px")
-    p.add_argument("--crop", default="128,168", help="network input H,W")
-    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (cosine schedule)")
-    p.add_argument("--beta", type=float, default=3.0, help="orientation weight of the loss")
+    p.add_argument("--resize", type=int, default=144, help="shorter image side, px")
+    p.add_argument("--crop", default="144,192", help="network input H,W")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule)")
+    p.add_argument("--beta", type=float, default=1.75, help="orientation weight of the loss")
     p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head's fc")
     p.add_argument(
         "--frozen-blocks",
