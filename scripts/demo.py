@@ -178,8 +178,8 @@ def main(
         test_frames=test_frames,
         width=width,
         height=height,
-        # JPEG (quality 95) encodes about 30x and decodes about 5x faster than PNG and is an
-        # eighth of the size: rendering 4950 frames is then mostly rendering. Every consumer
+        # JPEG (quality 95) encodes about 30x and decodes about 5x faster than PNG and is a
+        # fifth of the size: writing 4950 frames is then mostly rendering. Every consumer
         # (training, evaluation, the player) reads the same files, so live equals offline.
         image_format="jpg",
     )
