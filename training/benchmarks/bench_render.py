@@ -52,7 +52,7 @@ def main(
     height: int = 480,
     workers: tuple[int, ...] = (1, 2),
     repeats: int = 3,
-    formats: tuple[str, ...] = ("png", "jpg"),
+    formats: tuple[str, ...] = IMAGE_FORMATS,
 ) -> list[dict]:
     """Run the benchmark; print and return the rows."""
     start = time.perf_counter()
