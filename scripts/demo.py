@@ -16,6 +16,7 @@ Run from a shell where scripts/env.sh is sourced (make demo does it).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import random
@@ -276,26 +277,36 @@ def main(
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # One set of defaults: main()'s keyword arguments.
+    d = {k: v.default for k, v in inspect.signature(main).parameters.items()}
     p.add_argument("--output", type=Path, default=ROOT / "work" / "demo", help="output folder")
-    p.add_argument("--train-frames", type=int, default=4800, help="rendered training frames")
-    p.add_argument("--test-frames", type=int, default=150, help="rendered test frames")
-    p.add_argument("--width", type=int, default=640, help="rendered image width, px")
-    p.add_argument("--height", type=int, default=480, help="rendered image height, px")
-    p.add_argument("--model", default="posenet-efficientnet-lite0", help="network name")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=32, help="training batch size")
-    p.add_argument("--resize", type=int, default=144, help="shorter image side, px")
-    p.add_argument("--crop", default="144,192", help="network input H,W")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (cosine schedule)")
-    p.add_argument("--beta", type=float, default=1.75, help="orientation weight of the loss")
-    p.add_argument("--dropout", type=float, default=0.1, help="dropout before the head's fc")
+    p.add_argument(
+        "--train-frames", type=int, default=d["train_frames"], help="rendered training frames"
+    )
+    p.add_argument(
+        "--test-frames", type=int, default=d["test_frames"], help="rendered test frames"
+    )
+    p.add_argument("--width", type=int, default=d["width"], help="rendered image width, px")
+    p.add_argument("--height", type=int, default=d["height"], help="rendered image height, px")
+    p.add_argument("--model", default=d["model"], help="network name")
+    p.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="training batch size")
+    p.add_argument("--resize", type=int, default=d["resize"], help="shorter image side, px")
+    p.add_argument("--crop", default=d["crop"], help="network input H,W")
+    p.add_argument(
+        "--lr", type=float, default=d["lr"], help="Adam learning rate (cosine schedule)"
+    )
+    p.add_argument("--beta", type=float, default=d["beta"], help="orientation weight of the loss")
+    p.add_argument(
+        "--dropout", type=float, default=d["dropout"], help="dropout before the head's fc"
+    )
     p.add_argument(
         "--frozen-blocks",
         type=int,
-        default=14,
+        default=d["frozen_blocks"],
         help="backbone blocks kept at ImageNet weights and cached (posenet-tiny: 0 or 1)",
     )
-    p.add_argument("--rate-hz", type=float, default=10.0, help="live playback rate")
+    p.add_argument("--rate-hz", type=float, default=d["rate_hz"], help="live playback rate")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--overwrite", action="store_true", help="start from scratch")
