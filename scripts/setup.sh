@@ -52,13 +52,14 @@ source "$VENV/bin/activate"
 REQS=(requirements/runtime.txt requirements/training.txt requirements/dev.txt)
 [[ $MODE == pip-jazzy ]] && REQS=(requirements/ros-jazzy.txt "${REQS[@]}")
 STAMP=$VENV/.posenet-requirements
-want=$( { echo "$MODE"; cat "${REQS[@]}" training/pyproject.toml; } | sha256sum | cut -d' ' -f1)
+want=$( { echo "$MODE"; cat "${REQS[@]}" core/pyproject.toml training/pyproject.toml; } | sha256sum | cut -d' ' -f1)
 if [[ ! -f $STAMP || $(cat "$STAMP") != "$want" ]]; then
   log "installing Python dependencies (${REQS[*]})"
   args=()
   for r in "${REQS[@]}"; do args+=(-r "$r"); done
   python -m pip install -q --progress-bar off "${args[@]}"
-  python -m pip install -q --no-deps --no-build-isolation -e training
+  # The shared pose library (core/) and the trainer, editable: both are this repository's code.
+  python -m pip install -q --no-deps --no-build-isolation -e core -e training
   if [[ $MODE == pip-jazzy ]]; then
     log "pointing the ROS wheels' CMake exports at this venv's Python and numpy headers"
     python scripts/fix_ros_wheel_cmake.py "$VENV"

@@ -40,4 +40,4 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export POSENET_REPO_ROOT=$ROOT
 # `pytest`, not `python -m pytest`: the latter puts the source folder posenet_ros/ (which lacks the
 # generated posenet_ros.msg) ahead of the install space on sys.path.
-exec pytest test training/tests "$@"
+exec pytest core/tests test training/tests "$@"
