@@ -15,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
+from tf2_msgs.msg import TFMessage
 
 from posenet_ros.geometry import extrinsic_from_parameters, pose_to_matrix, quat_wxyz_to_matrix
 from posenet_ros.image_codec import rgb_to_image_fields
@@ -23,10 +24,6 @@ from posenet_ros.msg import PoseEstimate
 from covariance_reference import numerical_base_covariance
 from model_factory import expected_log_variance, make_test_model
 from ros_harness import NodeProcess, TestPeer, next_domain_id
-
-tf2_msgs = pytest.importorskip(
-    "tf2_msgs.msg", reason="test-only tf2_msgs not built: run through scripts/test.sh"
-)
 
 QUAT_WXYZ = (math.cos(0.3), 0.0, 0.0, math.sin(0.3))  # 0.6 rad about z
 CAMERA_TOPIC = "/cam/image_raw"
@@ -86,7 +83,7 @@ class Harness:
             ("pose", PoseStamped, "/pose"),
             ("cov", PoseWithCovarianceStamped, "/pose_with_covariance"),
             ("est", PoseEstimate, "/estimate"),
-            ("tf", tf2_msgs.TFMessage, "/tf"),
+            ("tf", TFMessage, "/tf"),
             ("diag", DiagnosticArray, "/diagnostics"),
             ("base", PoseWithCovarianceStamped, "/base_pose_with_covariance"),
         ):
