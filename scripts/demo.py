@@ -144,7 +144,7 @@ class TfCheck:
 
 def run_live(
     scene: Path, model: Path, reference: Path, out: Path, count: int, rate_hz: float
-) -> dict:
+) -> tuple[dict, dict]:
     """Player -> relocalizer -> evaluator over ROS 2, TF checked on the side.
 
     Returns the evaluator's summary and the TF check's counts (TfCheck.close).
