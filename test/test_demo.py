@@ -12,7 +12,7 @@ import pytest
 from geometry_msgs.msg import PoseStamped, TransformStamped
 from tf2_msgs.msg import TFMessage
 
-from ros_harness import TestPeer, next_domain_id
+import ros_harness
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,9 +74,9 @@ def test_tf_check_counts_only_poses_with_their_exact_transform():
     sys.path.insert(0, str(ROOT / "scripts"))
     import demo
 
-    domain = next_domain_id()
+    domain = ros_harness.next_domain_id()
     check = demo.TfCheck(domain)
-    peer = TestPeer(domain)
+    peer = ros_harness.TestPeer(domain)  # module-qualified: pytest would try to collect it
     pose_pub = peer.node.create_publisher(PoseStamped, "/pose", 10)
     tf_pub = peer.node.create_publisher(TFMessage, "/tf", 100)
     try:
