@@ -10,7 +10,7 @@ Formats (detected from the folder's contents, or forced with ``"FORMAT:PATH"``):
 - ``cambridge``: Cambridge Landmarks. ``dataset_train.txt`` / ``dataset_test.txt`` with three
   header lines, then ``path X Y Z W P Q R`` per image: ``X Y Z`` the camera centre (m) and
   ``W P Q R`` the quaternion of the *world-to-camera* rotation (converted with
-  :func:`posenet_ros.geometry.cambridge_to_T_world_camera`). Image paths are relative to the
+  :func:`posenet_core.geometry.cambridge_to_T_world_camera`). Image paths are relative to the
   folder.
 - ``7scenes``: Microsoft 7-Scenes. ``TrainSplit.txt`` / ``TestSplit.txt`` list ``sequenceN``
   lines (folder ``seq-0N``); each sequence holds ``frame-XXXXXX.color.png`` and
@@ -49,8 +49,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from posenet_core.geometry import cambridge_to_T_world_camera, matrix_to_pose
 from posenet_ros.errors import InvalidPoseError, PoseNetError
-from posenet_ros.geometry import cambridge_to_T_world_camera, matrix_to_pose
 
 __all__ = [
     "FORMATS",

@@ -23,7 +23,7 @@ output``                   ``[N,6]`` (x, y, z position in m^2 in the scene frame
 
 The rotation part of the uncertainty is the variance of a small-angle rotation vector
 ``dtheta`` about the scene frame's fixed axes, applied on the left: ``R_true = Exp(dtheta) @
-R_estimate`` (``posenet_ros.geometry``'s convention, and geometry_msgs/PoseWithCovariance's
+R_estimate`` (``posenet_core.covariance``'s convention, and geometry_msgs/PoseWithCovariance's
 "fixed-axis" rotation covariance). Format 1 files, and format 2 files without the key, carry no
 uncertainty: the node then publishes its configured fixed covariance.
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.geometry import normalize_quat_wxyz, validate_position
 from posenet_ros.errors import InvalidPoseError, PoseNetError
-from posenet_ros.geometry import normalize_quat_wxyz, validate_position
 
 __all__ = [
     "CSV_COLUMNS",

@@ -10,19 +10,21 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from posenet_ros.errors import BackendError, InvalidPoseError, ModelFileError
-from posenet_ros.geometry import (
-    R_OPTICAL_BODY,
+from posenet_core.covariance import (
     base_pose_with_covariance,
     covariance_6x6_from_log_variance,
     extrinsic_from_parameters,
+    stddev_from_covariance,
+)
+from posenet_core.geometry import (
+    R_OPTICAL_BODY,
     matrix_to_quat_wxyz,
     pose_to_matrix,
     quat_wxyz_to_matrix,
     quat_wxyz_to_xyzw,
     rotvec_to_matrix,
-    stddev_from_covariance,
 )
+from posenet_ros.errors import BackendError, InvalidPoseError, ModelFileError
 from posenet_ros.model_file import EXPORT_HINT, load_model_info, parse_metadata
 from posenet_ros.pipeline import Relocalizer, attach_uncertainty_tap, pose_covariance
 

@@ -60,17 +60,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from posenet_train.data import read_rgb
-from posenet_train.datasets import SPLITS, PoseRecord, load_split
-from posenet_train.errors import ModelError, PoseNetTrainError
-from posenet_train.geometry import (
+from posenet_core.geometry import (
     average_quaternions,
     quat_canonical,
     quat_conjugate,
     quat_multiply,
     quat_normalize,
-    rotation_error_deg,
+    quat_to_rotvec,
 )
+from posenet_core.metrics import rotation_error_deg
+from posenet_train.data import read_rgb
+from posenet_train.datasets import SPLITS, PoseRecord, load_split
+from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.preprocess import (
     DENSE_CROPS,
     center_crop,
@@ -568,18 +569,6 @@ IDEAL_SHARES = {
 CHI3_MEDIAN = 2.365974
 
 
-def _quat_to_rotvec(quat_wxyz: np.ndarray) -> np.ndarray:
-    """Rotation vectors (..., 3), angle in [0, pi], of unit quaternions (..., 4) wxyz."""
-    q = np.asarray(quat_wxyz, dtype=np.float64)
-    q = np.where(q[..., :1] < 0.0, -q, q)
-    v = q[..., 1:]
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(n, q[..., :1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        factor = np.where(n > 1e-12, angle / np.where(n > 1e-12, n, 1.0), 2.0)
-    return v * factor
-
-
 def pose_error_vectors(
     pred_position_m: np.ndarray,
     pred_quat_wxyz: np.ndarray,
@@ -601,7 +590,7 @@ def pose_error_vectors(
             f"prediction/ground-truth counts differ: {len(pred_p)}, {len(gt_p)}, {len(pred_q)},"
             f" {len(gt_q)}"
         )
-    rotation = _quat_to_rotvec(quat_multiply(gt_q, quat_conjugate(pred_q)))
+    rotation = quat_to_rotvec(quat_multiply(gt_q, quat_conjugate(pred_q)))
     return np.concatenate([gt_p - pred_p, rotation], axis=1)
 
 
@@ -741,7 +730,7 @@ def _sample_summary(positions: np.ndarray, quats: np.ndarray) -> tuple:
     mean_quat = average_quaternions(np.swapaxes(quats, 0, 1))
     relative = quat_multiply(quat_normalize(quats), quat_conjugate(mean_quat)[None])
     deviations = np.concatenate(
-        [positions - mean_position[None], _quat_to_rotvec(relative)], axis=2
+        [positions - mean_position[None], quat_to_rotvec(relative)], axis=2
     )
     deviations -= deviations.mean(axis=0, keepdims=True)
     covariance = np.einsum("sbi,sbj->bij", deviations, deviations) / (len(positions) - 1)

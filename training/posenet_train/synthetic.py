@@ -52,9 +52,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.geometry import matrix_to_quat, pose_to_matrix
 from posenet_train.datasets import PoseRecord, write_cambridge
 from posenet_train.errors import PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, pose_to_matrix
 
 __all__ = [
     "COMPLETE_MARKER",

@@ -10,6 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
+from posenet_core.geometry import (
+    matrix_to_quat,
+    project_points,
+    project_points_krt,
+    quat_to_matrix,
+)
+from posenet_core.metrics import rotation_error_deg
 from posenet_train.datasets import (
     PoseRecord,
     detect_format,
@@ -21,13 +28,6 @@ from posenet_train.datasets.cambridge import read_cambridge_file
 from posenet_train.datasets.colmap import load_colmap
 from posenet_train.datasets.sevenscenes import read_pose_file
 from posenet_train.errors import DatasetError
-from posenet_train.geometry import (
-    matrix_to_quat,
-    project_points,
-    project_points_krt,
-    quat_to_matrix,
-    rotation_error_deg,
-)
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
 POINTS = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.2, -0.3, 0.4]])

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from posenet_core.geometry import average_quaternions
 from posenet_train import evaluate
 from posenet_train.data import read_rgb
 from posenet_train.datasets import PoseRecord, load_split, write_cambridge
@@ -34,7 +35,6 @@ from posenet_train.evaluate import (
     read_onnx_contract,
     summarize,
 )
-from posenet_train.geometry import average_quaternions
 from posenet_train.preprocess import crop, dense_crop_offsets, resize_shorter
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.geometry import cambridge_to_world_camera, world_camera_to_cambridge
 from posenet_train.datasets.common import PoseRecord, check_split, require_image
 from posenet_train.errors import DatasetError
-from posenet_train.geometry import cambridge_to_world_camera, world_camera_to_cambridge
 
 __all__ = [
     "HEADER",

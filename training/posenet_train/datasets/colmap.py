@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.geometry import matrix_to_quat, orthonormalize_rotation
 from posenet_train.datasets.common import PoseRecord, check_split, require_image
 from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, orthonormalize_rotation
 
 __all__ = [
     "TEST_EVERY",

@@ -1,5 +1,6 @@
-"""geometry: quaternion orders, matrices, the Cambridge convention against real calibration,
-the optical frame, and pose-covariance propagation against numerical references."""
+"""posenet_core.geometry and .covariance (moved from the node's geometry): quaternion orders,
+matrices, the Cambridge convention against real calibration, the optical frame, and
+pose-covariance propagation against numerical references."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from posenet_ros.errors import InvalidPoseError
-from posenet_ros.geometry import (
+from posenet_core.covariance import covariance_6x6_from_diagonal, transform_pose_covariance
+from posenet_core.errors import InvalidPoseError
+from posenet_core.geometry import (
     R_BODY_OPTICAL,
     R_OPTICAL_BODY,
     R_body_optical,
     cambridge_to_T_world_camera,
     compose_poses,
-    covariance_6x6_from_diagonal,
     invert_pose,
     matrix_to_pose,
     matrix_to_quat_wxyz,
@@ -29,7 +30,6 @@ from posenet_ros.geometry import (
     quat_xyzw_to_wxyz,
     rotvec_to_matrix,
     skew,
-    transform_pose_covariance,
     validate_position,
 )
 
@@ -231,8 +231,8 @@ def _dino_dir() -> Path:
     override = os.environ.get("POSENET_DINO_DIR")
     if override:
         return Path(override)
-    # test/ -> repository root; the shared folder sits beside the repository.
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "middlebury_dino"
+    # core/tests/ -> repository root; the shared folder sits beside the repository.
+    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "middlebury_dino"
 
 
 @pytest.fixture(scope="module")
