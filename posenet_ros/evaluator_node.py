@@ -8,7 +8,8 @@ image and ground truth the same one), logs the running median errors every ``pri
 matches, and at the end (SIGINT, ``expected_count`` matches, or ``idle_timeout_s`` without a
 message) logs a summary line and writes ``summary.json``, ``errors.csv``, ``trajectory.png``,
 ``errors_over_time.png`` and ``error_cdf.png`` into ``output_dir``.
-The matching, error maths and files live in ``posenet_ros.pose_matching`` (no ROS).
+The matching and error maths are posenet_core's (``posenet_core.matching``, ``.metrics``), the
+summary and files ``posenet_ros.evaluation``'s (no ROS).
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 
+from posenet_core.errors import EvaluationError
+from posenet_core.matching import MatchedPose, RunningMedian, StampedPose, StampMatcher
 from posenet_ros.errors import PoseNetError
-from posenet_ros.pose_matching import (
-    EvaluationError,
-    MatchedPose,
-    RunningMedian,
-    StampedPose,
-    StampMatcher,
+from posenet_ros.evaluation import (
     read_reference_summary,
     summarize,
     summary_line,

@@ -68,7 +68,8 @@ from posenet_core.geometry import (
     quat_normalize,
     quat_to_rotvec,
 )
-from posenet_core.metrics import rotation_error_deg
+from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
+from posenet_core.plots import plot_error_cdfs
 from posenet_train.data import read_rgb
 from posenet_train.datasets import SPLITS, PoseRecord, load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
@@ -85,7 +86,6 @@ __all__ = [
     "IDEAL_SHARES",
     "McDropoutPrediction",
     "NN_DESCRIPTOR_WH",
-    "THRESHOLDS",
     "OnnxContract",
     "calibration_report",
     "chi3_cdf",
@@ -95,11 +95,9 @@ __all__ = [
     "main",
     "mc_dropout_predict",
     "nearest_neighbour_baseline",
-    "plot_error_cdfs",
     "plot_trajectory",
     "plot_uncertainty",
     "pose_error_vectors",
-    "pose_errors",
     "predict",
     "predict_onnx",
     "predict_with",
@@ -108,14 +106,6 @@ __all__ = [
     "summarize",
 ]
 
-# (name, translation threshold m, rotation threshold deg): a frame counts when both errors are
-# within (<=) the thresholds.
-THRESHOLDS: tuple[tuple[str, float, float], ...] = (
-    ("5cm_5deg", 0.05, 5.0),
-    ("25cm_2deg", 0.25, 2.0),
-    ("50cm_5deg", 0.50, 5.0),
-    ("5m_10deg", 5.0, 10.0),
-)
 BASELINES = ("nn",)
 NN_DESCRIPTOR_WH = (32, 24)
 DEFAULT_RESIZE = 256
@@ -131,35 +121,13 @@ Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # --------------------------------------------------------------------------- errors and summary
 
 
-def pose_errors(
-    pred_position_m: np.ndarray,
-    pred_quat_wxyz: np.ndarray,
-    gt_position_m: np.ndarray,
-    gt_quat_wxyz: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame ``(translation_error_m (N,), rotation_error_deg (N,))``.
-
-    Translation: Euclidean distance of the camera centres. Rotation: angle of the relative
-    rotation, sign-invariant (q and -q give 0 degrees).
-    """
-    pred_p = np.asarray(pred_position_m, dtype=np.float64).reshape(-1, 3)
-    gt_p = np.asarray(gt_position_m, dtype=np.float64).reshape(-1, 3)
-    pred_q = np.asarray(pred_quat_wxyz, dtype=np.float64).reshape(-1, 4)
-    gt_q = np.asarray(gt_quat_wxyz, dtype=np.float64).reshape(-1, 4)
-    if not len(pred_p) == len(gt_p) == len(pred_q) == len(gt_q):
-        raise PoseNetTrainError(
-            f"prediction/ground-truth counts differ: positions {len(pred_p)} vs {len(gt_p)},"
-            f" quaternions {len(pred_q)} vs {len(gt_q)}"
-        )
-    return np.linalg.norm(pred_p - gt_p, axis=1), rotation_error_deg(pred_q, gt_q)
-
-
 def summarize(translation_error_m: np.ndarray, rotation_error_deg: np.ndarray) -> dict:
     """Summary statistics of per-frame errors.
 
     Keys: ``count``, ``median_translation_m``, ``mean_translation_m``, ``median_rotation_deg``,
     ``mean_rotation_deg`` and, for each of :data:`THRESHOLDS`, ``share_<name>`` (e.g.
-    ``share_5cm_5deg``): the fraction (0..1) of frames with both errors within the thresholds.
+    ``share_5cm_5deg``): the fraction (0..1) of frames with both errors within the thresholds
+    (:func:`posenet_core.metrics.error_statistics`, the node's numbers); there must be errors.
     """
     t = np.asarray(translation_error_m, dtype=np.float64).reshape(-1)
     r = np.asarray(rotation_error_deg, dtype=np.float64).reshape(-1)
@@ -168,16 +136,7 @@ def summarize(translation_error_m: np.ndarray, rotation_error_deg: np.ndarray) -
             f"need the same non-zero number of translation and rotation errors, got {len(t)}"
             f" and {len(r)}"
         )
-    summary: dict = {
-        "count": len(t),
-        "median_translation_m": float(np.median(t)),
-        "mean_translation_m": float(np.mean(t)),
-        "median_rotation_deg": float(np.median(r)),
-        "mean_rotation_deg": float(np.mean(r)),
-    }
-    for name, max_m, max_deg in THRESHOLDS:
-        summary[f"share_{name}"] = float(np.mean((t <= max_m) & (r <= max_deg)))
-    return summary
+    return error_statistics(t, r)
 
 
 # ----------------------------------------------------------------------- network predictions
@@ -933,35 +892,6 @@ def plot_trajectory(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     ax.set_title(title or "camera centres, top view")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
-
-
-def plot_error_cdfs(
-    translation_error_m: np.ndarray, rotation_error_deg: np.ndarray, path: Path, title: str = ""
-) -> Path:
-    """PNG with the cumulative distributions of translation and rotation errors."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), dpi=110)
-    ax_t, ax_r = fig.subplots(1, 2)
-    for ax, errors, label in (
-        (ax_t, translation_error_m, "translation error (m)"),
-        (ax_r, rotation_error_deg, "rotation error (deg)"),
-    ):
-        values = np.sort(np.asarray(errors, dtype=np.float64).reshape(-1))
-        fractions = np.arange(1, len(values) + 1) / len(values)
-        ax.step(values, fractions, where="post")
-        ax.axvline(float(np.median(values)), color="0.5", linestyle="--", linewidth=0.8)
-        ax.set_xlabel(label)
-        ax.set_ylabel("fraction of frames")
-        ax.set_ylim(0.0, 1.0)
-        ax.set_xlim(left=0.0)
-        ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

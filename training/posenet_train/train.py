@@ -55,11 +55,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from posenet_core.metrics import pose_errors
 from posenet_train.checkpoint import load_checkpoint, save_checkpoint
 from posenet_train.data import PoseDataset, position_stats, seed_worker
 from posenet_train.datasets import load_split, parse_dataset_spec
 from posenet_train.errors import CheckpointError, PoseNetTrainError
-from posenet_train.evaluate import pose_errors, summarize
+from posenet_train.evaluate import summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
 
