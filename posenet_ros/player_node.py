@@ -1,7 +1,7 @@
 """The dataset player: a dataset's images as a camera stream, with its ground truth beside them.
 
 Plays one split of a dataset folder (Cambridge Landmarks or 7-Scenes layout, see
-``posenet_ros.dataset_reader``) at a fixed rate, once or looping, so the relocalizer can be run
+``posenet_core.datasets``) at a fixed rate, once or looping, so the relocalizer can be run
 and evaluated without a camera (``pose_evaluator`` compares its output with the ground truth).
 
 Publishes   ``image`` (sensor_msgs/Image, best effort like a camera driver),
@@ -34,18 +34,11 @@ from rclpy.task import Future
 from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CameraInfo, Image
 
-from posenet_ros.dataset_reader import (
-    SPLITS,
-    CameraIntrinsics,
-    DatasetFrame,
-    FramePrefetcher,
-    PlaybackItem,
-    load_rgb,
-    loop_period_s,
-    read_dataset,
-)
+from posenet_core.datasets import SPLITS, CameraIntrinsics, PoseRecord, read_dataset
+from posenet_core.images import read_rgb
 from posenet_ros.errors import PoseNetError
 from posenet_ros.image_codec import rgb_to_image_fields
+from posenet_ros.playback import FramePrefetcher, PlaybackItem, loop_period_s
 from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
 from posenet_ros.ros_common import descriptor as make_descriptor
 from posenet_ros.stats import RateLimiter
@@ -327,9 +320,9 @@ class DatasetPlayerNode(Node):
             )
         self._start_playback()
 
-    def _load(self, frame: DatasetFrame) -> dict:
+    def _load(self, frame: PoseRecord) -> dict:
         # Runs on the prefetch thread: decoding and conversion stay off the executor.
-        return rgb_to_image_fields(load_rgb(frame.image_path), self._p["encoding"])
+        return rgb_to_image_fields(read_rgb(frame.image_path), self._p["encoding"])
 
     def _start_playback(self) -> None:
         self._prefetcher = FramePrefetcher(

@@ -48,7 +48,7 @@ def exported(tmp_path_factory):
 
 
 def test_node_publishes_the_pose_the_trainer_predicts(tmp_path, exported):
-    from posenet_train.data import read_rgb
+    from posenet_core.images import read_rgb
     from posenet_train.evaluate import predict_onnx
 
     model_file, records = exported

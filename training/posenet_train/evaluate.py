@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from posenet_core.datasets import SPLITS, PoseRecord
 from posenet_core.geometry import (
     average_quaternions,
     quat_canonical,
@@ -68,10 +69,10 @@ from posenet_core.geometry import (
     quat_normalize,
     quat_to_rotvec,
 )
+from posenet_core.images import read_rgb
 from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
 from posenet_core.plots import plot_error_cdfs
-from posenet_train.data import read_rgb
-from posenet_train.datasets import SPLITS, PoseRecord, load_split
+from posenet_train.datasets import load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.preprocess import (
     DENSE_CROPS,

@@ -63,9 +63,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from posenet_core.datasets import PoseRecord
+from posenet_core.images import read_rgb
 from posenet_train.checkpoint import atomic_write_bytes, model_from_checkpoint
-from posenet_train.data import read_rgb
-from posenet_train.datasets import PoseRecord, load_split, parse_dataset_spec
+from posenet_train.datasets import load_split, parse_dataset_spec
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.preprocess import resize_shorter_and_center_crop
 

@@ -52,8 +52,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.datasets import (
+    POSES_CSV_COLUMNS,
+    CameraIntrinsics,
+    PoseRecord,
+    write_cambridge,
+)
 from posenet_core.geometry import matrix_to_quat, pose_to_matrix
-from posenet_train.datasets import PoseRecord, write_cambridge
 from posenet_train.errors import PoseNetTrainError
 
 __all__ = [
@@ -202,15 +207,8 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class PinholeCamera:
-    """Pinhole intrinsics (no distortion) and image size."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
+class PinholeCamera(CameraIntrinsics):
+    """Pinhole intrinsics (no distortion) and image size: the camera of ``intrinsics.json``."""
 
     @classmethod
     def default(
@@ -223,11 +221,6 @@ class PinholeCamera:
         if not (math.isfinite(f) and f > 0.0):
             raise SyntheticSceneError(f"focal length must be a positive number of pixels, got {f}")
         return cls(int(width), int(height), f, f, (width - 1) / 2.0, (height - 1) / 2.0)
-
-    @property
-    def K(self) -> np.ndarray:  # noqa: N802 - the usual name of the camera matrix
-        """3x3 camera matrix."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def to_json(self) -> dict:
         """The content of intrinsics.json."""
@@ -1121,7 +1114,7 @@ def _write_json(path: Path, data: dict) -> None:
 def _write_poses_csv(path: Path, folder: Path, image_paths: list[Path], traj: Trajectory) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "timestamp_s", "x_m", "y_m", "z_m", "qw", "qx", "qy", "qz"])
+        writer.writerow(POSES_CSV_COLUMNS)
         for i, image_path in enumerate(image_paths):
             row = [image_path.relative_to(folder).as_posix()]
             row += [

@@ -10,6 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from posenet_core.datasets import PoseRecord, write_cambridge
+from posenet_core.datasets.cambridge import read_cambridge_file
+from posenet_core.datasets.sevenscenes import read_pose_file
 from posenet_core.geometry import (
     matrix_to_quat,
     project_points,
@@ -17,16 +20,8 @@ from posenet_core.geometry import (
     quat_to_matrix,
 )
 from posenet_core.metrics import rotation_error_deg
-from posenet_train.datasets import (
-    PoseRecord,
-    detect_format,
-    load_split,
-    parse_dataset_spec,
-    write_cambridge,
-)
-from posenet_train.datasets.cambridge import read_cambridge_file
+from posenet_train.datasets import detect_format, load_split, parse_dataset_spec
 from posenet_train.datasets.colmap import load_colmap
-from posenet_train.datasets.sevenscenes import read_pose_file
 from posenet_train.errors import DatasetError
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
@@ -202,8 +197,8 @@ def test_sevenscenes_loads_and_converts_by_projection(tmp_path: Path) -> None:
     [
         ("1 0 0 0\n0 1 0 0\n0 0 1 0\n", r"pose.txt: expected 4 rows.*got 3"),
         ("1 0 0 0\n0 1 0 0\n0 0 1\n0 0 0 1\n", r"pose.txt:3: expected 4 numbers"),
-        ("1 0 0 0\n0 1 0 0\n0 0 1 zz\n0 0 0 1\n", r"pose.txt:3: not a number: 'zz'"),
-        ("1 0 0 0\n0 1 0 0\n0 0 1 inf\n0 0 0 1\n", r"pose.txt:3: value must be finite"),
+        ("1 0 0 0\n0 1 0 0\n0 0 1 zz\n0 0 0 1\n", r"pose.txt:3: column 4 is not a number: 'zz'"),
+        ("1 0 0 0\n0 1 0 0\n0 0 1 inf\n0 0 0 1\n", r"pose.txt:3: column 4 must be finite"),
         ("1 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 1 1\n", r"pose.txt:4: last row must be '0 0 0 1'"),
         ("2 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n", r"pose.txt:1-3: not a rotation matrix"),
     ],

@@ -16,12 +16,13 @@ import pytest
 import torch
 from torch import nn
 
+from posenet_core.datasets import PoseRecord, write_cambridge
 from posenet_core.geometry import average_quaternions
+from posenet_core.images import read_rgb
 from posenet_core.metrics import THRESHOLDS, pose_errors
 from posenet_core.plots import plot_error_cdfs
 from posenet_train import evaluate
-from posenet_train.data import read_rgb
-from posenet_train.datasets import PoseRecord, load_split, write_cambridge
+from posenet_train.datasets import load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.evaluate import (
     cli,
