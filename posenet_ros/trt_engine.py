@@ -56,8 +56,15 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.calibration import (
+    CALIBRATION_SUFFIX,
+    default_calibration_path,
+    read_calibration_images,
+)
+from posenet_core.contract import ModelInfo
+from posenet_core.errors import CalibrationDataError
 from posenet_ros.errors import BackendError, PoseNetError
-from posenet_ros.model_file import ModelInfo, load_model_info
+from posenet_ros.model_file import load_model_info
 
 __all__ = [
     "CALIBRATION_SUFFIX",
@@ -100,8 +107,6 @@ DEFAULT_PRECISION = "fp16"
 DEFAULT_WORKSPACE_MIB = 1024
 DEFAULT_MAX_BATCH = 1
 DEFAULT_CALIBRATION_BATCH = 8
-#: posenet_train.export writes ``<model stem>_calibration.npy`` (+ ``.json``) beside the model.
-CALIBRATION_SUFFIX = "_calibration"
 
 ENGINE_SUFFIX = ".engine"
 SIDECAR_SUFFIX = ".engine.json"
@@ -126,8 +131,6 @@ MIN_TENSORRT: tuple[int, int] = (8, 5)
 TENSORRT_WITHOUT_PRECISION_FLAGS: tuple[int, int] = (11, 0)
 _DIGEST_CHARS = 16
 _ENGINE_NAME = re.compile(r"^(?P<stem>.+)\.(?P<precision>[a-z0-9]+)\.(?P<digest>[0-9a-f]{16})$")
-# Calibration images are 0..1; allow float rounding at the ends.
-_RANGE_SLACK = 1e-3
 
 Log = Callable[[str], None]
 
@@ -250,12 +253,6 @@ def calibration_cache_path_for(engine_path: str | Path) -> Path:
     engine_path = Path(engine_path)
     base = engine_path.name[: -len(ENGINE_SUFFIX)]
     return engine_path.with_name(base + CALIBRATION_CACHE_SUFFIX)
-
-
-def default_calibration_path(model_path: str | Path) -> Path:
-    """``<model stem>_calibration.npy`` beside the model (what posenet_train.export writes)."""
-    model_path = Path(model_path)
-    return model_path.with_name(model_path.stem + CALIBRATION_SUFFIX + ".npy")
 
 
 @dataclass(frozen=True)
@@ -633,61 +630,13 @@ def current_key(
 def load_calibration_images(path: str | Path, input_hw: tuple[int, int]) -> np.ndarray:
     """The calibration images posenet_train.export wrote: float32 ``[N,3,H,W]`` RGB, 0..1.
 
-    Checks the array (dtype, rank, channels, ``H,W == input_hw``, at least one image, finite,
-    range 0..1) and, when present, its JSON description beside it (layout NCHW, colour RGB).
-    Raises EngineError naming the file, the bad value and what is expected.
+    :func:`posenet_core.calibration.read_calibration_images` checks them (and their JSON
+    description); EngineError names the file, the bad value and what is expected.
     """
-    path = Path(path)
-    hint = (
-        "export them with `python -m posenet_train.export ... --calibration-images 64` "
-        "(writes <model stem>_calibration.npy beside the model)"
-    )
-    if not path.is_file():
-        raise EngineError(f"calibration images {path} not found; {hint}")
     try:
-        images = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise EngineError(
-            f"calibration images {path} cannot be read as a .npy array: {exc}"
-        ) from exc
-    if not isinstance(images, np.ndarray) or images.dtype != np.float32:
-        raise EngineError(
-            f"calibration images {path} have dtype {getattr(images, 'dtype', None)}; "
-            "expected float32"
-        )
-    expected = f"[N,3,{input_hw[0]},{input_hw[1]}]"
-    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != tuple(input_hw):
-        raise EngineError(
-            f"calibration images {path} have shape {list(images.shape)}; the model takes "
-            f"{expected} (NCHW, RGB)"
-        )
-    if images.shape[0] < 1:
-        raise EngineError(f"calibration images {path} hold no image; {hint}")
-    if not np.isfinite(images).all():
-        raise EngineError(f"calibration images {path} contain NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
-    if low < -_RANGE_SLACK or high > 1.0 + _RANGE_SLACK:
-        raise EngineError(
-            f"calibration images {path} range from {low:g} to {high:g}; expected 0..1 "
-            "(RGB divided by 255, as the node feeds the network)"
-        )
-    description = path.with_suffix(".json")
-    if description.is_file():
-        try:
-            meta = json.loads(description.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise EngineError(
-                f"calibration description {description} is unreadable: {exc}"
-            ) from exc
-        if not isinstance(meta, dict):
-            raise EngineError(f"calibration description {description} must be a JSON object")
-        for name, want in (("layout", "NCHW"), ("color", "RGB")):
-            if name in meta and meta[name] != want:
-                raise EngineError(
-                    f"calibration description {description}: {name} is {meta[name]!r}; "
-                    f"expected {want!r}"
-                )
-    return np.ascontiguousarray(images)
+        return read_calibration_images(path, input_hw)
+    except CalibrationDataError as exc:
+        raise EngineError(str(exc)) from None
 
 
 class CalibrationBatcher:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from posenet_core.contract import EXPORT_HINT, parse_metadata
 from posenet_core.covariance import (
     base_pose_with_covariance,
     covariance_6x6_from_log_variance,
@@ -25,7 +26,7 @@ from posenet_core.geometry import (
     rotvec_to_matrix,
 )
 from posenet_ros.errors import BackendError, InvalidPoseError, ModelFileError
-from posenet_ros.model_file import EXPORT_HINT, load_model_info, parse_metadata
+from posenet_ros.model_file import load_model_info
 from posenet_ros.pipeline import Relocalizer, attach_uncertainty_tap, pose_covariance
 
 from covariance_reference import numerical_base_covariance

@@ -14,8 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from posenet_core.contract import ModelInfo
 from posenet_ros.errors import BackendError
-from posenet_ros.model_file import ModelInfo
 from posenet_ros.trt_engine import PRECISIONS
 
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt")

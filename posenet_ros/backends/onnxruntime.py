@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from posenet_core.contract import ModelInfo, validate_session
 from posenet_ros.errors import BackendError
-from posenet_ros.model_file import ModelInfo, validate_session
 
 
 def default_providers() -> list[str]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.contract import ModelInfo
 from posenet_ros.errors import BackendError
-from posenet_ros.model_file import ModelInfo
 from posenet_ros.trt_engine import (
     DEFAULT_PRECISION,
     BuildOptions,

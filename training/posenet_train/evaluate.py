@@ -60,7 +60,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from posenet_core.contract import UNCERTAINTY_KEY, ModelInfo, parse_metadata
 from posenet_core.datasets import SPLITS, PoseRecord
+from posenet_core.errors import ModelFileError
 from posenet_core.geometry import (
     average_quaternions,
     quat_canonical,
@@ -111,8 +113,6 @@ BASELINES = ("nn",)
 NN_DESCRIPTOR_WH = (32, 24)
 DEFAULT_RESIZE = 256
 DEFAULT_CROP_HW = (224, 224)
-ONNX_FORMAT_VERSIONS = ("1", "2")
-UNCERTAINTY_KEY = "posenet.uncertainty_output"
 _IMAGE_CHUNK = 32  # images decoded ahead in threads; bounds memory on large datasets
 
 # forward(image_BCHW float32 0..1) -> (position_m [B,3], quat_wxyz [B,4])
@@ -303,70 +303,18 @@ def _eval_outputs(output: object) -> tuple[np.ndarray, ...]:
 # ----------------------------------------------------------------------------------- ONNX
 
 
-@dataclass(frozen=True)
-class OnnxContract:
-    """What evaluation needs from a model file's ``posenet.*`` metadata."""
-
-    input_name: str
-    position_output: str
-    orientation_output: str
-    input_hw: tuple[int, int]
-    resize_shorter: int
-    #: Format 2: the log-variance output's name; None when the file has none.
-    uncertainty_output: str | None = None
+OnnxContract = ModelInfo
+"""What evaluation reads from a model file: posenet_core's :class:`ModelInfo` (the node's)."""
 
 
-def _positive_int(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def read_onnx_contract(metadata: dict[str, str], path: str | Path = "<memory>") -> OnnxContract:
-    """Parse the ``posenet.*`` metadata with the node's rules; ModelError names key and value."""
-    required = ("posenet.format", "posenet.input", "posenet.outputs", "posenet.input_size")
-    missing = [key for key in (*required, "posenet.resize") if key not in metadata]
-    if missing:
-        raise ModelError(
-            f"{path}: model file metadata lacks {', '.join(missing)}; export the model with"
-            " `python -m posenet_train.export`"
-        )
-    version = metadata["posenet.format"].strip()
-    if version not in ONNX_FORMAT_VERSIONS:
-        raise ModelError(
-            f"{path}: posenet.format {version!r} is not supported; expected one of"
-            f" {', '.join(ONNX_FORMAT_VERSIONS)}"
-        )
-    input_name = metadata["posenet.input"].strip()
-    if not input_name:
-        raise ModelError(f"{path}: posenet.input is empty; expected the input tensor's name")
-    outputs = [name.strip() for name in metadata["posenet.outputs"].split(",")]
-    if len(outputs) != 2 or not all(outputs) or outputs[0] == outputs[1]:
-        raise ModelError(
-            f"{path}: posenet.outputs {metadata['posenet.outputs']!r} must be two different"
-            " comma-separated names 'position,orientation'"
-        )
-    size = [_positive_int(part) for part in metadata["posenet.input_size"].split(",")]
-    if len(size) != 2 or None in size:
-        raise ModelError(
-            f"{path}: posenet.input_size {metadata['posenet.input_size']!r} must be 'H,W',"
-            " two positive integers"
-        )
-    input_hw = (int(size[0]), int(size[1]))
-    resize = _positive_int(metadata["posenet.resize"])
-    if resize is None or resize < min(input_hw):
-        raise ModelError(
-            f"{path}: posenet.resize {metadata['posenet.resize']!r} must be a positive integer"
-            f" >= min(H, W) = {min(input_hw)}"
-        )
-    uncertainty = None
-    if version != "1" and UNCERTAINTY_KEY in metadata:
-        uncertainty = metadata[UNCERTAINTY_KEY].strip()
-        if not uncertainty or "," in uncertainty or uncertainty in outputs:
-            raise ModelError(
-                f"{path}: {UNCERTAINTY_KEY} {metadata[UNCERTAINTY_KEY]!r} must name one output"
-                " of its own (the log-variances), or be left out"
-            )
-    return OnnxContract(input_name, outputs[0], outputs[1], input_hw, resize, uncertainty)
+def read_onnx_contract(metadata: dict[str, str], path: str | Path = "<memory>") -> ModelInfo:
+    """Parse the ``posenet.*`` metadata with the node's rules
+    (:func:`posenet_core.contract.parse_metadata`; ``posenet.scene_frame`` may be missing, as
+    evaluation does not need it); ModelError names the key and the value."""
+    try:
+        return parse_metadata(metadata, str(path), require_scene_frame=False)
+    except ModelFileError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def predict_onnx(

@@ -63,7 +63,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from posenet_core.calibration import calibration_paths
+from posenet_core.contract import contract_metadata, scene_frame_problem
 from posenet_core.datasets import PoseRecord
+from posenet_core.errors import ModelFileError
 from posenet_core.images import read_rgb
 from posenet_train.checkpoint import atomic_write_bytes, model_from_checkpoint
 from posenet_train.datasets import load_split, parse_dataset_spec
@@ -71,9 +74,6 @@ from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.preprocess import resize_shorter_and_center_crop
 
 __all__ = [
-    "CALIBRATION_SUFFIX",
-    "FORMAT_VERSION",
-    "FORMAT_VERSION_NO_UNCERTAINTY",
     "INPUT_NAME",
     "OPSET",
     "OUTPUT_NAMES",
@@ -81,7 +81,6 @@ __all__ = [
     "UNCERTAINTY_CALIBRATION_CHOICES",
     "UNCERTAINTY_OUTPUT",
     "build_metadata",
-    "calibration_paths",
     "cli",
     "main",
     "output_names",
@@ -89,10 +88,6 @@ __all__ = [
     "recalibrate_uncertainty",
 ]
 
-#: Contract version of a model file with an uncertainty output.
-FORMAT_VERSION = "2"
-#: Contract version of a model file without one (readable by every node version).
-FORMAT_VERSION_NO_UNCERTAINTY = "1"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("position", "orientation")
 UNCERTAINTY_OUTPUT = "log_variance"
@@ -102,15 +97,7 @@ UNCERTAINTY_CALIBRATION_KEY = "posenet_train.uncertainty_calibration"
 OPSET = 17
 #: Largest allowed |ONNX Runtime - PyTorch| over the check images.
 TOLERANCE = 1e-4
-CALIBRATION_SUFFIX = "_calibration"
 _CHECK_IMAGES = 4
-
-
-def calibration_paths(output: str | Path) -> tuple[Path, Path]:
-    """``(<stem>_calibration.npy, <stem>_calibration.json)`` beside the model file."""
-    output = Path(output)
-    stem = output.with_name(output.stem + CALIBRATION_SUFFIX)
-    return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
 
 def preprocess_images(
@@ -149,23 +136,26 @@ def build_metadata(
     extra = ckpt["extra"]
     crop_h, crop_w = (int(v) for v in extra["crop_hw"])
     uncertainty = bool(ckpt["model_args"].get("uncertainty", False))
-    metadata = {
-        "posenet.format": FORMAT_VERSION if uncertainty else FORMAT_VERSION_NO_UNCERTAINTY,
-        "posenet.input": INPUT_NAME,
-        "posenet.outputs": ",".join(OUTPUT_NAMES),
-        "posenet.input_size": f"{crop_h},{crop_w}",
-        "posenet.resize": str(int(extra["resize_shorter"])),
-        "posenet.scene_frame": scene_frame,
-        "posenet.architecture": str(ckpt["model_args"]["name"]),
-        "posenet.dataset": _dataset_name(dataset),
-        "posenet.median_error": _format_median_error(extra.get("val")),
+    try:
+        contract = contract_metadata(
+            input_name=INPUT_NAME,
+            output_names=OUTPUT_NAMES,
+            input_hw=(crop_h, crop_w),
+            resize_shorter=int(extra["resize_shorter"]),
+            scene_frame=scene_frame,
+            architecture=str(ckpt["model_args"]["name"]),
+            dataset=_dataset_name(dataset),
+            median_error=_format_median_error(extra.get("val")),
+            uncertainty_output=UNCERTAINTY_OUTPUT if uncertainty else None,
+        )
+    except ModelFileError as exc:
+        raise ModelError(f"the checkpoint cannot make a valid model file: {exc}") from None
+    return {
+        **contract,
         "posenet_train.checkpoint": checkpoint_path.name,
         "posenet_train.epoch": str(int(ckpt["epoch"])),
         "posenet_train.dataset_path": str(dataset),
     }
-    if uncertainty:
-        metadata["posenet.uncertainty_output"] = UNCERTAINTY_OUTPUT
-    return metadata
 
 
 def output_names(model: torch.nn.Module) -> tuple[str, ...]:
@@ -228,19 +218,6 @@ def recalibrate_uncertainty(
         "images": len(records),
         "variance_scale": scales,
     }
-
-
-def _check_scene_frame(scene_frame: str) -> None:
-    # The node rejects these too (tf2 frame ids): fail here rather than on the robot.
-    if not scene_frame or scene_frame != scene_frame.strip() or " " in scene_frame:
-        raise PoseNetTrainError(
-            f"scene frame {scene_frame!r} must be a non-empty frame id without whitespace"
-        )
-    if scene_frame.startswith("/"):
-        raise PoseNetTrainError(
-            f"scene frame {scene_frame!r}: ROS 2 frame ids have no leading slash "
-            f"(use {scene_frame.lstrip('/')!r})"
-        )
 
 
 def _spread(records: Sequence[PoseRecord], count: int) -> list[PoseRecord]:
@@ -356,7 +333,10 @@ def main(
             f"uncertainty_calibration {uncertainty_calibration!r} is not one of "
             f"{', '.join(UNCERTAINTY_CALIBRATION_CHOICES)}"
         )
-    _check_scene_frame(scene_frame)
+    # The node rejects these too (tf2 frame ids): fail here rather than on the robot.
+    problem = scene_frame_problem(scene_frame)
+    if problem:
+        raise PoseNetTrainError(problem)
     calib_npy, calib_json = calibration_paths(output)
 
     model, ckpt = model_from_checkpoint(checkpoint)
