@@ -28,5 +28,7 @@ def read_rgb(path: Path) -> np.ndarray:
     if bgr is None:
         if not path.is_file():
             raise DatasetError(f"{path}: cannot read image (file not found)")
-        raise DatasetError(f"{path}: cannot be decoded as an image (not a readable image file)")
+        raise DatasetError(
+            f"{path}: cannot read image (not a readable image: it cannot be decoded)"
+        )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
