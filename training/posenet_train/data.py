@@ -19,13 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from posenet_core.datasets import PoseRecord
 from posenet_core.images import read_rgb
+from posenet_core.preprocess import center_crop, resize_shorter
 from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.preprocess import (
-    center_crop,
-    random_crop,
-    resize_shorter,
-    to_tensor_chw,
-)
+from posenet_train.preprocess import random_crop, to_tensor_chw
 
 __all__ = [
     "PoseDataset",

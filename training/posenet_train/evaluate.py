@@ -74,15 +74,10 @@ from posenet_core.geometry import (
 from posenet_core.images import read_rgb
 from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
 from posenet_core.plots import plot_error_cdfs
+from posenet_core.preprocess import center_crop, crop, resize_shorter
 from posenet_train.datasets import load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
-from posenet_train.preprocess import (
-    DENSE_CROPS,
-    center_crop,
-    crop,
-    dense_crop_offsets,
-    resize_shorter,
-)
+from posenet_train.preprocess import DENSE_CROPS, dense_crop_offsets
 
 __all__ = [
     "BASELINES",
@@ -156,7 +151,7 @@ def _resized_images(records: Sequence[PoseRecord], resize: int, progress: bool) 
 
 
 def _to_bchw(crops: Sequence[np.ndarray]) -> np.ndarray:
-    # Division by 255 in float32, as posenet_ros.preprocess.to_input_tensor does.
+    # Division by 255 in float32, as posenet_core.preprocess.to_input_tensor does.
     stacked = np.stack(crops).transpose(0, 3, 1, 2)
     return np.divide(stacked, np.float32(255.0), dtype=np.float32)
 

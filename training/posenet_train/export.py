@@ -68,10 +68,10 @@ from posenet_core.contract import contract_metadata, scene_frame_problem
 from posenet_core.datasets import PoseRecord
 from posenet_core.errors import ModelFileError
 from posenet_core.images import read_rgb
+from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.checkpoint import atomic_write_bytes, model_from_checkpoint
 from posenet_train.datasets import load_split, parse_dataset_spec
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
-from posenet_train.preprocess import resize_shorter_and_center_crop
 
 __all__ = [
     "INPUT_NAME",

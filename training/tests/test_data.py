@@ -11,6 +11,7 @@ import torch
 
 from posenet_core.datasets import PoseRecord
 from posenet_core.images import read_rgb
+from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.data import (
     PoseDataset,
     color_jitter,
@@ -18,7 +19,6 @@ from posenet_train.data import (
     position_stats,
 )
 from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.preprocess import resize_shorter_and_center_crop
 
 
 def make_records(folder: Path, count: int = 6, size_hw: tuple[int, int] = (30, 40)) -> list:

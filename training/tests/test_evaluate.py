@@ -21,6 +21,7 @@ from posenet_core.geometry import average_quaternions
 from posenet_core.images import read_rgb
 from posenet_core.metrics import THRESHOLDS, pose_errors
 from posenet_core.plots import plot_error_cdfs
+from posenet_core.preprocess import crop, resize_shorter
 from posenet_train import evaluate
 from posenet_train.datasets import load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
@@ -35,7 +36,7 @@ from posenet_train.evaluate import (
     read_onnx_contract,
     summarize,
 )
-from posenet_train.preprocess import crop, dense_crop_offsets, resize_shorter
+from posenet_train.preprocess import dense_crop_offsets
 
 
 class MeanColourModel(nn.Module):

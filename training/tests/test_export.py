@@ -14,12 +14,12 @@ import torch
 
 import posenet_train.export as export_module
 from posenet_core.calibration import calibration_paths
+from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.checkpoint import model_from_checkpoint, save_checkpoint
 from posenet_train.datasets import load_split
 from posenet_train.errors import CheckpointError, DatasetError, ModelError, PoseNetTrainError
 from posenet_train.export import build_parser, cli, main
 from posenet_train.models import build_model
-from posenet_train.preprocess import resize_shorter_and_center_crop
 from posenet_train.train import main as train_main
 
 sys.path.insert(0, str(Path(__file__).parent))
