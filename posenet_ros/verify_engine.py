@@ -180,8 +180,10 @@ def main(
         image = images[i : i + 1]
         for tag, backend in (("r", reference), ("c", candidate)):
             start = time.perf_counter()
-            position, quat = backend.infer(image)
+            named = backend.infer(image)
             times[tag].append(time.perf_counter() - start)
+            position = named[backend.info.position_output]
+            quat = named[backend.info.orientation_output]
             outputs[tag + "p"].append(position)
             outputs[tag + "q"].append(quat)
     position_m, rotation_deg = pose_differences(
