@@ -63,7 +63,7 @@ from posenet_ros.stats import (
     NodeStats,
     RateLimiter,
 )
-from posenet_ros.trt_engine import PRECISIONS
+from posenet_ros.tensorrt.options import PRECISIONS
 
 OUTPUT_QOS = reliable_qos(10)
 TF_QOS = reliable_qos(100)  # what tf2_ros.TransformBroadcaster uses

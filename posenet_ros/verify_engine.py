@@ -27,14 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.calibration import default_calibration_path
 from posenet_ros.errors import BackendError, PoseNetError
 from posenet_ros.model_file import load_model_info
-from posenet_ros.trt_engine import (
-    DEFAULT_PRECISION,
-    PRECISIONS,
-    default_calibration_path,
-    load_calibration_images,
-)
+from posenet_ros.tensorrt import DEFAULT_PRECISION, PRECISIONS, load_calibration_images
 
 __all__ = [
     "DEFAULT_MAX_POSITION_M",

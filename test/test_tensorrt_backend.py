@@ -14,6 +14,7 @@ Three kinds of test:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -24,13 +25,15 @@ import pytest
 
 import posenet_ros.backends as backends
 import posenet_ros.backends.tensorrt as tensorrt_backend
-import posenet_ros.trt_engine as trt_engine
+import posenet_ros.tensorrt as trt_engine
+import posenet_ros.tensorrt.cuda as trt_cuda
+import posenet_ros.tensorrt.gpu as trt_gpu
 from posenet_ros.backends import create_backend, cuda_gpu_present, tensorrt_importable
 from posenet_ros.backends.onnxruntime import OnnxRuntimeBackend
 from posenet_ros.backends.tensorrt import TensorRTBackend, create_tensorrt_backend
 from posenet_ros.errors import BackendError
 from posenet_ros.model_file import load_model_info
-from posenet_ros.trt_engine import (
+from posenet_ros.tensorrt import (
     BuildOptions,
     EngineError,
     EngineRunner,
@@ -86,8 +89,8 @@ def fake_gpu(monkeypatch):
         cudart = FakeCudart()
         trt.cudart = cudart
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(trt_engine, "_load_cuda_runtime_module", lambda: cudart)
-        monkeypatch.setattr(trt_engine, "query_gpu", lambda device_index=0: GPU)
+        monkeypatch.setattr(trt_cuda, "_load_cuda_runtime_module", lambda: cudart)
+        monkeypatch.setattr(trt_gpu, "query_gpu", lambda device_index=0: GPU)
         monkeypatch.setattr(tensorrt_backend, "query_gpu", lambda device_index=0: GPU)
         return trt, cudart
 
@@ -229,7 +232,7 @@ def test_no_cuda_python(model, fake_gpu, monkeypatch):
     def missing():
         raise EngineError("cuda-python cannot be imported (No module named 'cuda')")
 
-    monkeypatch.setattr(trt_engine, "_load_cuda_runtime_module", missing)
+    monkeypatch.setattr(trt_cuda, "_load_cuda_runtime_module", missing)
     with pytest.raises(BackendError) as excinfo:
         create_tensorrt_backend(str(path), info)
     message = str(excinfo.value)
@@ -346,7 +349,7 @@ def test_corrupt_engine_is_reported(model, fake_gpu):
     garbage = b"not a plan"
     engine.write_bytes(garbage)
     data = json.loads(sidecar_path_for(engine).read_text())
-    data["engine_sha256"] = trt_engine.hashlib.sha256(garbage).hexdigest()
+    data["engine_sha256"] = hashlib.sha256(garbage).hexdigest()
     sidecar_path_for(engine).write_text(json.dumps(data))
     with pytest.raises(EngineError) as excinfo:
         create_tensorrt_backend(str(path), info)

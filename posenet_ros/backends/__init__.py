@@ -16,7 +16,7 @@ from typing import Any
 from posenet_core.contract import ModelInfo
 from posenet_ros.backends.base import Backend
 from posenet_ros.errors import BackendError
-from posenet_ros.trt_engine import PRECISIONS
+from posenet_ros.tensorrt.options import PRECISIONS
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -106,7 +106,8 @@ def create_backend(
 
     TensorRT options (used only when the choice is ``tensorrt``): ``engine_cache_dir`` folder
     of cached engines ("" = beside the model file), ``rebuild_engine`` build the engine even
-    when one is cached, ``trt_precision`` one of ``trt_engine.PRECISIONS`` (fp16 default).
+    when one is cached, ``trt_precision`` one of ``posenet_ros.tensorrt.PRECISIONS`` (fp16
+    default).
 
     ``auto`` falls back to ONNX Runtime (and logs why) when the TensorRT backend cannot be
     created, except for a stale cached engine (StaleEngineError): that is a deployment
@@ -135,7 +136,7 @@ def create_backend(
     emit(f"inference backend: {choice} ({reason})")
     if choice == "tensorrt":
         from posenet_ros.backends.tensorrt import create_tensorrt_backend
-        from posenet_ros.trt_engine import StaleEngineError
+        from posenet_ros.tensorrt.errors import StaleEngineError
 
         try:
             return create_tensorrt_backend(

@@ -2,7 +2,7 @@
 
 ``tensorrt`` and cuda-python are imported only inside ``create_tensorrt_backend``, so this
 module, and the package, import on machines without them. The engine comes from the cache
-(``posenet_ros.trt_engine.prepare_engine``): loaded when its key matches this model file,
+(``posenet_ros.tensorrt.prepare_engine``): loaded when its key matches this model file,
 TensorRT version, GPU and precision; built when the cache holds none for the model (logged,
 minutes on a Jetson); refused with StaleEngineError when only a stale one exists, unless
 ``rebuild_engine``. The backend keeps the ONNX Runtime backend's contract: float32
@@ -20,7 +20,7 @@ import numpy as np
 from posenet_core.contract import ModelInfo
 from posenet_ros.backends.base import check_image_batch, checked_outputs, output_names
 from posenet_ros.errors import BackendError
-from posenet_ros.trt_engine import (
+from posenet_ros.tensorrt import (
     DEFAULT_PRECISION,
     BuildOptions,
     CudaRuntime,
@@ -42,9 +42,9 @@ _NOT_AVAILABLE = "TensorRT backend not available in this build"
 class TensorRTBackend:
     """Runs the model's TensorRT engine; see ``backends.Backend`` for the interface.
 
-    ``runner`` is anything with ``run(image_BCHW) -> {output name: array}`` (an
-    ``trt_engine.EngineRunner`` on the target). Inputs are checked here, so a wrong frame gives
-    a BackendError naming the problem instead of a CUDA error.
+    ``runner`` is anything with ``run(image_BCHW) -> {output name: array}`` (a
+    ``posenet_ros.tensorrt.EngineRunner`` on the target). Inputs are checked here, so a wrong
+    frame gives a BackendError naming the problem instead of a CUDA error.
     """
 
     name = "tensorrt"
@@ -117,8 +117,8 @@ def create_tensorrt_backend(
     ``precision``: fp16 (default), fp32 or int8 (calibrates on ``<model stem>_calibration.npy``).
     ``allow_build``: False raises instead of building a missing engine (verify_engine).
 
-    Raises BackendError (``trt_engine.StaleEngineError`` for a stale engine) whose message
-    says what is missing or different and how to proceed.
+    Raises BackendError (``posenet_ros.tensorrt.StaleEngineError`` for a stale engine) whose
+    message says what is missing or different and how to proceed.
     """
     try:
         import tensorrt  # noqa: PLC0415  (lazy on purpose: optional dependency)
