@@ -4,12 +4,11 @@ posenet_ros.tensorrt``): build or reuse the engine of a model file on this machi
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from posenet_core.calibration import default_calibration_path
-from posenet_ros.errors import PoseNetError
+from posenet_core.cli import non_negative_int, positive_int, run_main
 from posenet_ros.model_file import load_model_info
 from posenet_ros.tensorrt.build import build_engine_file
 from posenet_ros.tensorrt.cache import Sidecar, find_cached_engine, resolve_cache_dir
@@ -96,23 +95,6 @@ def main(
     return path
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``build_engine`` argument parser."""
     p = argparse.ArgumentParser(
@@ -136,19 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workspace-mib",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_WORKSPACE_MIB,
         help=f"TensorRT workspace memory limit in MiB (default {DEFAULT_WORKSPACE_MIB})",
     )
     p.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_BATCH,
         help=f"largest batch the engine accepts (default {DEFAULT_MAX_BATCH}; the node sends 1)",
     )
     p.add_argument(
         "--dla-core",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         help="run on this Jetson DLA core (0 or 1), GPU fallback for unsupported layers "
         "(default: GPU only)",
@@ -161,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--calibration-batch",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CALIBRATION_BATCH,
         help=f"int8 only: images per calibration batch (default {DEFAULT_CALIBRATION_BATCH})",
     )
@@ -175,20 +157,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``build_engine`` / ``python -m posenet_ros.tensorrt``; exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        main(
-            args.model,
-            engine_cache_dir=args.engine_cache_dir,
-            precision=args.precision,
-            workspace_mib=args.workspace_mib,
-            max_batch=args.max_batch,
-            dla_core=args.dla_core,
-            calibration=args.calibration,
-            calibration_batch=args.calibration_batch,
-            overwrite=args.overwrite,
-        )
-    except PoseNetError as exc:
-        print(f"build_engine: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("build_engine", main, build_parser().parse_args(argv))

@@ -60,6 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from posenet_core.cli import positive_int, run_main
 from posenet_core.contract import UNCERTAINTY_KEY, ModelInfo, parse_metadata
 from posenet_core.datasets import SPLITS, PoseRecord
 from posenet_core.errors import ModelFileError
@@ -1135,16 +1136,6 @@ def _crop_arg(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _positive_int_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the command line."""
     parser = argparse.ArgumentParser(
@@ -1185,11 +1176,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="redo an evaluation that already exists there"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int_arg, default=32, help="images per batch (default 32)"
+        "--batch-size", type=positive_int, default=32, help="images per batch (default 32)"
     )
     parser.add_argument(
         "--resize",
-        type=_positive_int_arg,
+        type=positive_int,
         default=None,
         help="checkpoint only: shorter side before cropping (default: from checkpoint, else 256)",
     )
@@ -1201,7 +1192,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int_arg,
+        type=positive_int,
         default=None,
         help="CPU threads for torch / ONNX Runtime (default: library default)",
     )
@@ -1251,30 +1242,7 @@ def _print_calibration(name: str, report: dict) -> None:
         )
 
 
-def cli(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints the summary, returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        result = main(
-            args.dataset,
-            args.output,
-            split=args.split,
-            checkpoint=args.checkpoint,
-            onnx=args.onnx,
-            baseline=args.baseline,
-            dense=args.dense,
-            overwrite=args.overwrite,
-            batch_size=args.batch_size,
-            resize_shorter_px=args.resize,
-            crop_hw=args.crop,
-            num_threads=args.threads,
-            progress=not args.quiet,
-            mc_dropout=args.mc_dropout,
-            mc_seed=args.mc_seed,
-        )
-    except PoseNetTrainError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+def _print_summary(result: dict) -> None:
     keys = ["count", "median_translation_m", "median_rotation_deg", "mean_translation_m"]
     keys += ["mean_rotation_deg"] + [f"share_{name}" for name, _, _ in THRESHOLDS]
     for key in keys:
@@ -1283,8 +1251,31 @@ def cli(argv: Sequence[str] | None = None) -> int:
     for name in ("head", "mc_dropout"):
         if name in result.get("uncertainty", {}):
             _print_calibration(name, result["uncertainty"][name])
-    print(f"written to {Path(args.output) / 'summary.json'}")
-    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; prints the summary, returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def report(result: dict) -> None:
+        _print_summary(result)
+        print(f"written to {Path(args.output) / 'summary.json'}")
+
+    status = run_main(
+        parser.prog,
+        main,
+        args,
+        then=report,
+        handled=("resize", "crop", "threads", "quiet"),
+        resize_shorter_px=args.resize,
+        crop_hw=args.crop,
+        num_threads=args.threads,
+        progress=not args.quiet,
+    )
+    if status:
+        parser.exit(status)  # a usage-style exit, as argparse's own errors
+    return status
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from posenet_core.calibration import calibration_paths
+from posenet_core.cli import non_negative_int, run_main
 from posenet_core.contract import contract_metadata, scene_frame_problem
 from posenet_core.datasets import PoseRecord
 from posenet_core.errors import ModelFileError
@@ -473,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--calibration-images",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=64,
         help="training images in the INT8 calibration set beside the model; 0: none (64)",
     )
@@ -491,33 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``posenet-export`` / ``python -m posenet_train.export``."""
-    args = build_parser().parse_args(argv)
-    try:
-        main(
-            args.checkpoint,
-            args.output,
-            scene_frame=args.scene_frame,
-            calibration_images=args.calibration_images,
-            overwrite=args.overwrite,
-            dataset=args.dataset,
-            uncertainty_calibration=args.uncertainty_calibration,
-        )
-    except PoseNetTrainError as exc:
-        print(f"posenet-export: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("posenet-export", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

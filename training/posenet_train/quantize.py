@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from posenet_core.calibration import calibration_paths, read_calibration_images
+from posenet_core.cli import positive_int as _positive_int
 from posenet_core.errors import CalibrationDataError
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
@@ -409,16 +410,6 @@ def main(
         "differences": differences,
         "latency_ms": latency,
     }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

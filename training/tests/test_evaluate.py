@@ -406,7 +406,7 @@ def test_main_rejects_bad_arguments(tmp_path: Path, kwargs, message) -> None:
         (["--dataset", "d", "--output", "o", "--onnx", "m", "--crop", "2,x"], "expected 'H,W'"),
         (
             ["--dataset", "d", "--output", "o", "--onnx", "m", "--batch-size", "0"],
-            "positive integer",
+            "must be >= 1",
         ),
         (["--dataset", "d", "--output", "o", "--baseline", "nn", "--bogus"], "unrecognized"),
     ],
