@@ -23,8 +23,6 @@ from pathlib import Path
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 
@@ -37,14 +35,13 @@ from posenet_ros.evaluation import (
     summary_line,
     write_outputs,
 )
+from posenet_ros.ros_common import declare_checked, reliable_qos, run_node, spin_until_stopped
 from posenet_ros.ros_common import descriptor as make_descriptor
-from posenet_ros.ros_common import reliable_qos, shut_down_while_spinning
 from posenet_ros.stats import RateLimiter
 
 # Reliable and deep enough for a burst: a pose lost is a pose not scored. Matches the
 # relocalizer's reliable outputs and the player's reliable ground truth.
 POSE_QOS = reliable_qos(100)
-EXIT_STARTUP_FAILURE = 2
 EXIT_WRITE_FAILURE = 1
 _NS_PER_S = 1_000_000_000
 
@@ -67,12 +64,7 @@ class PoseEvaluatorNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("pose_evaluator", **kwargs)
-        self._declare_parameters()
-        p = {name: self.get_parameter(name).value for name in self._parameter_names}
-        reason = self._check_parameters(p)
-        if reason:
-            raise PoseNetError(reason)
-        self._p = p
+        p = self._p = declare_checked(self, self._parameter_table(), self._check_parameters)
         self.output_dir = Path(p["output_dir"]).absolute()
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -130,7 +122,9 @@ class PoseEvaluatorNode(Node):
         )
 
     # ----------------------------------------------------------------------------- parameters
-    def _declare_parameters(self) -> None:
+    @staticmethod
+    def _parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+        """(name, default, descriptor) of every parameter."""
         S, INT, D = (
             ParameterType.PARAMETER_STRING,
             ParameterType.PARAMETER_INTEGER,
@@ -202,9 +196,7 @@ class PoseEvaluatorNode(Node):
                 ),
             ),
         ]
-        self._parameter_names = [name for name, _, _ in params]
-        for name, default, descriptor in params:
-            self.declare_parameter(name, default, descriptor)
+        return params
 
     @staticmethod
     def _check_parameters(p: dict) -> str:
@@ -332,37 +324,17 @@ class PoseEvaluatorNode(Node):
         return 0
 
 
+def _evaluate(node: PoseEvaluatorNode) -> int:
+    spin_until_stopped(node, node.done)
+    # Results are written however the run ended: a SIGINT is the normal end of a live run.
+    return node.finish()
+
+
 def main(args: list[str] | None = None) -> int:
     """Evaluate until done; 0 on success, 2 when start-up fails, 1 if results cannot be written."""
-    try:
-        rclpy.init(args=args if args is not None else sys.argv)
-    except RuntimeError as e:  # rclpy's RCLError: malformed --ros-args
-        print(f"pose_evaluator: cannot start: invalid --ros-args ({e})", file=sys.stderr)
-        return EXIT_STARTUP_FAILURE
-    logger = rclpy.logging.get_logger("pose_evaluator")
-    node = None
-    try:
-        try:
-            node = PoseEvaluatorNode()
-        except InvalidParameterTypeException as e:
-            logger.fatal(f"cannot start: {e} (write doubles with a decimal point, e.g. 0.5)")
-            return EXIT_STARTUP_FAILURE
-        except (PoseNetError, ParameterException) as e:
-            logger.fatal(f"cannot start: {e}")
-            return EXIT_STARTUP_FAILURE
-        try:
-            rclpy.spin_until_future_complete(node, node.done)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        except RuntimeError:
-            if not shut_down_while_spinning(node):
-                raise
-        # Results are written however the run ended: a SIGINT is the normal end of a live run.
-        return node.finish()
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(
+        "pose_evaluator", PoseEvaluatorNode, _evaluate, double_example="0.5", args=args
+    )
 
 
 if __name__ == "__main__":
