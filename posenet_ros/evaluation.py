@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from posenet_core.errors import EvaluationError
+from posenet_core.files import read_json_object
 from posenet_core.matching import NS_PER_S, MatchedPose, format_stamp
 from posenet_core.metrics import error_statistics
 from posenet_core.plots import figure, plot_error_cdfs
@@ -93,16 +94,7 @@ def read_reference_summary(path: str | Path) -> dict:
     """``{"median_translation_m", "median_rotation_deg"}`` from a summary JSON (e.g. the offline
     evaluation's ``summary.json``); raises EvaluationError naming the file and the bad key."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvaluationError(f"reference summary {path} not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"cannot read reference summary {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise EvaluationError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise EvaluationError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    data = read_json_object(path, "reference summary", EvaluationError)
     reference = {}
     for key in ("median_translation_m", "median_rotation_deg"):
         value = data.get(key)

@@ -2,13 +2,8 @@
 entropy calibration, DLA), and writing the engine and its sidecar into the cache.
 
 UNTESTED ON A GPU HERE: :func:`make_entropy_calibrator` and :func:`build_serialized_engine` call
-TensorRT and CUDA.
-
-What cannot be tested on the development machines (no GPU, no TensorRT) is marked UNTESTED ON A
-GPU HERE in its docstring: it is written against NVIDIA's Python API reference (TensorRT
-8.5-10.x, cuda-python), exercised here only against the test doubles of test/fake_tensorrt.py,
-and checked for real by the on-device tests in test/test_tensorrt_backend.py (skipped without a
-GPU) and the verify_engine CLI.
+TensorRT and CUDA; they are exercised against test/fake_tensorrt.py's doubles (see the package
+docstring).
 """
 
 from __future__ import annotations

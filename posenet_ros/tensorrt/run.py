@@ -1,12 +1,7 @@
 """Running a deserialized engine on one CUDA stream: the node's inference on a GPU.
 
-UNTESTED ON A GPU HERE.
-
-What cannot be tested on the development machines (no GPU, no TensorRT) is marked UNTESTED ON A
-GPU HERE in its docstring: it is written against NVIDIA's Python API reference (TensorRT
-8.5-10.x, cuda-python), exercised here only against the test doubles of test/fake_tensorrt.py,
-and checked for real by the on-device tests in test/test_tensorrt_backend.py (skipped without a
-GPU) and the verify_engine CLI.
+UNTESTED ON A GPU HERE: written against NVIDIA's API reference and exercised against
+test/fake_tensorrt.py's doubles; the on-device tests run it for real (see the package docstring).
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ coordinates, OpenCV's convention) and optionally ``"distortion"`` (plumb_bob k1 
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from posenet_core.errors import DatasetError
+from posenet_core.files import read_json_object
 
 __all__ = ["INTRINSICS_FILE", "CameraIntrinsics", "read_intrinsics"]
 
@@ -46,16 +46,7 @@ def read_intrinsics(path: Path) -> CameraIntrinsics:
     Raises DatasetError naming the file, the key and the value of anything malformed.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: intrinsics file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read intrinsics file: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise DatasetError(f"{path}: expected a JSON object with fx, fy, cx, cy, width, height")
+    data = read_json_object(path, "intrinsics file (fx, fy, cx, cy, width, height)", DatasetError)
     values: dict[str, float] = {}
     for key in ("fx", "fy", "cx", "cy", "width", "height"):
         if key not in data:
