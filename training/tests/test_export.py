@@ -15,7 +15,7 @@ import torch
 import posenet_train.export as export_module
 from posenet_core.calibration import calibration_paths
 from posenet_core.preprocess import resize_shorter_and_center_crop
-from posenet_train.checkpoint import model_from_checkpoint, save_checkpoint
+from posenet_train.checkpoint import model_from_checkpoint, save_model_checkpoint
 from posenet_train.datasets import load_split
 from posenet_train.errors import CheckpointError, DatasetError, ModelError, PoseNetTrainError
 from posenet_train.export import build_parser, cli, main
@@ -164,13 +164,9 @@ def test_poselstm_heads_export(trained, tmp_path):
     dataset, _ = trained
     model = build_model("posenet-tiny", lstm_hidden=8)
     model.set_position_stats([0.5, 0.5, 0.2], 0.7)
-    ckpt = save_checkpoint(
+    ckpt = save_model_checkpoint(
         tmp_path / "lstm.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
+        model,
         extra={"resize_shorter": RESIZE, "crop_hw": [CROP, CROP], "dataset": str(dataset)},
     )
     result = main(ckpt, tmp_path / "lstm.onnx", calibration_images=0)
@@ -216,14 +212,7 @@ def test_bad_arguments(trained, tmp_path, kwargs, error, pattern):
 
 def test_checkpoint_without_preprocessing_record(tmp_path):
     model = build_model("posenet-tiny")
-    ckpt = save_checkpoint(
-        tmp_path / "bare.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
-    )
+    ckpt = save_model_checkpoint(tmp_path / "bare.pt", model)
     with pytest.raises(ModelError, match="resize_shorter, crop_hw, dataset"):
         main(ckpt, tmp_path / "m.onnx")
 
