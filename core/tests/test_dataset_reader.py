@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ import transforms3d.quaternions as t3q
 from posenet_core.datasets import PoseRecord as DatasetFrame
 from posenet_core.datasets import (
     detect_format,
+    load_split,
     parse_dataset_spec,
     read_dataset,
     read_intrinsics,
@@ -24,6 +24,9 @@ from posenet_core.datasets import (
 from posenet_core.datasets.cambridge import read_cambridge_file as read_cambridge_split
 from posenet_core.datasets.sevenscenes import read_pose_file as read_sevenscenes_pose
 from posenet_core.errors import DatasetError
+from posenet_core.geometry import project_points, project_points_krt
+
+from dino import read_calibration
 
 HEADER = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
 K = np.array([[100.0, 0.0, 15.5], [0.0, 100.0, 11.5], [0.0, 0.0, 1.0]])
@@ -364,26 +367,11 @@ def test_poses_csv_reader_returns_rows(tmp_path):
 # ------------------------------------------------------------------------ middlebury dino
 
 
-def dino_dir() -> Path:
-    override = os.environ.get("POSENET_DINO_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "middlebury_dino"
-
-
-def test_dino_matches_original_calibration():
+def test_dino_matches_original_calibration(dino):
     """The player reads the dino like dino_par.txt's K[R|t]: the same projections."""
-    folder = dino_dir()
-    if not (folder / "dataset_test.txt").is_file():
-        pytest.skip(f"middlebury_dino not found at {folder} (or set POSENET_DINO_DIR)")
-    frames = read_dataset(folder, "train").frames + read_dataset(folder, "test").frames
+    frames = read_dataset(dino, "train").frames + read_dataset(dino, "test").frames
     assert len(frames) == 363
-    calibration = {}
-    for line in (folder / "dino_par.txt").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields:
-            v = np.array(fields[1:], dtype=np.float64)
-            calibration[fields[0]] = (v[:9].reshape(3, 3), v[9:18].reshape(3, 3), v[18:])
+    calibration = read_calibration(dino)
     corners = np.array(
         [[x, y, z] for x in (-0.04, 0.03) for y in (0.0, 0.09) for z in (-0.04, 0.04)]
     )
@@ -396,5 +384,35 @@ def test_dino_matches_original_calibration():
         R = t3q.quat2mat(frame.quat_wxyz)
         got = (k @ (R.T @ (corners - frame.position_m).T)).T
         got = got[:, :2] / got[:, 2:]
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+    assert worst < 1e-3, f"largest reprojection difference {worst} px"
+
+
+# Moved from training/tests/test_datasets.py: the Cambridge reader (load_split) on the dino.
+def test_dino_cambridge_files_match_original_calibration(dino: Path) -> None:
+    """The Cambridge files, loaded, project the dino's bounding box like dino_par.txt's K[R|t]."""
+    train, test = load_split(dino, "train"), load_split(dino, "test")
+    assert (len(train), len(test)) == (273, 90)
+    calibration = read_calibration(dino)
+    assert len(calibration) == 363
+    low, high = (
+        np.array([-0.041897, 0.001126, -0.037845]),
+        np.array([0.030897, 0.088227, 0.035495]),
+    )
+    corners = np.array(
+        [
+            [x, y, z]
+            for x in (low[0], high[0])
+            for y in (low[1], high[1])
+            for z in (low[2], high[2])
+        ]
+    )
+    names = [r.image_path.name for r in train + test]
+    assert sorted(names) == sorted(calibration)
+    worst = 0.0
+    for record in train + test:
+        k, r, t = calibration[record.image_path.name]
+        expected = project_points_krt(corners, k, r, t)
+        got = project_points(corners, k, record.position_m, record.quat_wxyz)
         worst = max(worst, float(np.max(np.abs(got - expected))))
     assert worst < 1e-3, f"largest reprojection difference {worst} px"

@@ -3,7 +3,6 @@ projecting points, and every malformed input gives a DatasetError naming file, l
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -377,64 +376,3 @@ def test_pose_record_validates_and_is_immutable(tmp_path: Path) -> None:
         PoseRecord(tmp_path / "a.png", [1, 2, 3], [2, 0, 0, 0])
     with pytest.raises(DatasetError, match="position_m"):
         PoseRecord(tmp_path / "a.png", [1, 2], [1, 0, 0, 0])
-
-
-# ------------------------------------------------------------------------ middlebury dino
-
-
-def dino_dir() -> Path | None:
-    override = os.environ.get("POSENET_DINO_DIR")
-    if override:
-        return Path(override)
-    # tests/ -> training/ -> repository root; the shared folder sits beside the repository.
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "middlebury_dino"
-
-
-@pytest.fixture(scope="module")
-def dino() -> Path:
-    path = dino_dir()
-    if not (path / "dataset_train.txt").is_file():
-        pytest.skip(
-            f"middlebury_dino not found at {path} (expected ../shared/datasets/middlebury_dino"
-            " beside the repository, or set POSENET_DINO_DIR)"
-        )
-    return path
-
-
-def test_dino_matches_original_calibration(dino: Path) -> None:
-    """The Cambridge files, loaded, project the dino's bounding box like dino_par.txt's K[R|t]."""
-    train, test = load_split(dino, "train"), load_split(dino, "test")
-    assert (len(train), len(test)) == (273, 90)
-    lines = (dino / "dino_par.txt").read_text().split("\n")
-    calibration = {}
-    for line in lines[1:]:
-        fields = line.split()
-        if fields:
-            values = np.array(fields[1:], dtype=np.float64)
-            calibration[fields[0]] = (
-                values[:9].reshape(3, 3),
-                values[9:18].reshape(3, 3),
-                values[18:],
-            )
-    assert len(calibration) == 363
-    low, high = (
-        np.array([-0.041897, 0.001126, -0.037845]),
-        np.array([0.030897, 0.088227, 0.035495]),
-    )
-    corners = np.array(
-        [
-            [x, y, z]
-            for x in (low[0], high[0])
-            for y in (low[1], high[1])
-            for z in (low[2], high[2])
-        ]
-    )
-    names = [r.image_path.name for r in train + test]
-    assert sorted(names) == sorted(calibration)
-    worst = 0.0
-    for record in train + test:
-        k, r, t = calibration[record.image_path.name]
-        expected = project_points_krt(corners, k, r, t)
-        got = project_points(corners, k, record.position_m, record.quat_wxyz)
-        worst = max(worst, float(np.max(np.abs(got - expected))))
-    assert worst < 1e-3, f"largest reprojection difference {worst} px"

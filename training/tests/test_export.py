@@ -20,10 +20,9 @@ from posenet_train.datasets import load_split
 from posenet_train.errors import CheckpointError, DatasetError, ModelError, PoseNetTrainError
 from posenet_train.export import build_parser, cli, main
 from posenet_train.models import build_model
-from posenet_train.train import main as train_main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_scene import CROP, RESIZE, write_tiny_cambridge  # noqa: E402
+from tiny_scene import CROP, RESIZE, train_tiny  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,20 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset, best.pt of a 1-epoch posenet-tiny run with validation)."""
-    root = tmp_path_factory.mktemp("export")
-    dataset = write_tiny_cambridge(root / "scene")
-    result = train_main(
-        dataset,
-        root / "run",
-        model="posenet-tiny",
-        epochs=1,
-        batch_size=4,
-        resize=RESIZE,
-        crop=CROP,
-        threads=1,
-        progress=False,
-    )
-    return dataset, result["best"]
+    return train_tiny(tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")
