@@ -26,7 +26,7 @@ from posenet_core.errors import EvaluationError
 from posenet_core.files import read_json_object
 from posenet_core.matching import NS_PER_S, MatchedPose, format_stamp
 from posenet_core.metrics import error_statistics
-from posenet_core.plots import figure, plot_error_cdfs
+from posenet_core.plots import figure, plot_error_cdfs, save_figure
 
 __all__ = [
     "CSV_COLUMNS",
@@ -200,10 +200,7 @@ def plot_trajectory(path: str | Path, matches: Sequence[MatchedPose], title: str
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     ax.set_title(title or f"camera centres, view along scene {'xyz'[dropped]}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_errors_over_time(
@@ -225,11 +222,7 @@ def plot_errors_over_time(
         ax.set_ylim(bottom=0.0)
         ax.grid(True, alpha=0.3)
     ax_r.set_xlabel("time since the first matched stamp (s)")
-    fig.suptitle(title or "error over time (dashed: median)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, title or "error over time (dashed: median)")
 
 
 def plot_error_cdf(path: str | Path, matches: Sequence[MatchedPose], title: str = "") -> Path:

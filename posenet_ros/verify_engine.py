@@ -32,6 +32,7 @@ from posenet_core.cli import positive_float, positive_int, run_main
 from posenet_ros.errors import BackendError
 from posenet_ros.model_file import load_model_info
 from posenet_ros.tensorrt import DEFAULT_PRECISION, PRECISIONS, load_calibration_images
+from posenet_ros.tensorrt.cli import add_engine_options
 
 __all__ = [
     "DEFAULT_MAX_POSITION_M",
@@ -245,17 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="images .npy float32 [N,3,H,W] 0..1 (default <model stem>_calibration.npy)",
     )
-    p.add_argument(
-        "--engine-cache-dir",
-        default=None,
-        help="folder of the cached engines (default: the model file's folder)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULT_PRECISION,
-        help=f"which cached engine to check (default {DEFAULT_PRECISION})",
-    )
+    add_engine_options(p, precision_help="which cached engine to check")
     p.add_argument(
         "--candidate-onnx",
         default=None,

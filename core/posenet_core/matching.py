@@ -160,21 +160,26 @@ class StampMatcher:
 
     def add_ground_truth(self, pose: StampedPose) -> MatchedPose | None:
         """Add a ground-truth pose; returns its match if an estimate with its stamp is waiting."""
-        estimate = self._estimates.take_nearest(pose.stamp_ns, self.max_difference_ns)
-        if estimate is None:
-            self._ground_truth.add(pose)
-            return None
-        match = _match(pose, estimate)
-        self.matches.append(match)
-        return match
+        estimate = self._pair(pose, waiting=self._estimates, pending=self._ground_truth)
+        return None if estimate is None else self._record(pose, estimate)
 
     def add_estimate(self, pose: StampedPose) -> MatchedPose | None:
         """Add an estimate; returns its match if a ground-truth pose with its stamp is waiting."""
-        ground_truth = self._ground_truth.take_nearest(pose.stamp_ns, self.max_difference_ns)
-        if ground_truth is None:
-            self._estimates.add(pose)
-            return None
-        match = _match(ground_truth, pose)
+        ground_truth = self._pair(pose, waiting=self._ground_truth, pending=self._estimates)
+        return None if ground_truth is None else self._record(ground_truth, pose)
+
+    def _pair(
+        self, pose: StampedPose, *, waiting: _PendingPoses, pending: _PendingPoses
+    ) -> StampedPose | None:
+        """The pose of the other stream ``pose`` matches (taken out of ``waiting``), or None
+        after adding ``pose`` to its own stream's ``pending`` poses."""
+        partner = waiting.take_nearest(pose.stamp_ns, self.max_difference_ns)
+        if partner is None:
+            pending.add(pose)
+        return partner
+
+    def _record(self, ground_truth: StampedPose, estimate: StampedPose) -> MatchedPose:
+        match = _match(ground_truth, estimate)
         self.matches.append(match)
         return match
 

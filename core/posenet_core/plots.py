@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["figure", "plot_error_cdfs"]
+__all__ = ["figure", "plot_error_cdfs", "save_figure"]
 
 
 def figure(size: tuple[float, float]):
@@ -47,8 +47,13 @@ def plot_error_cdfs(
         ax.set_ylim(0.0, 1.0)
         ax.set_xlim(left=0.0)
         ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
+    return save_figure(fig, path, title)
+
+
+def save_figure(fig, path: str | Path, suptitle: str = "") -> Path:
+    """Lay ``fig`` out (under ``suptitle``, if any) and write it to ``path``; returns it."""
+    if suptitle:
+        fig.suptitle(suptitle)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

@@ -30,6 +30,7 @@ __all__ = [
     "center_crop",
     "center_crop_offsets",
     "crop",
+    "has_image_layout",
     "preprocess",
     "resize_shorter",
     "resize_shorter_and_center_crop",
@@ -50,13 +51,19 @@ def center_crop_offsets(height: int, width: int, input_hw: tuple[int, int]) -> t
     return int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
 
 
+def has_image_layout(array: object, *, ndim: int, channel_axis: int, dtype: type) -> bool:
+    """Whether ``array`` is a numpy array of rank ``ndim`` and type ``dtype`` with the 3 RGB
+    channels on ``channel_axis`` (HWC images: 3, 2, uint8; network batches: 4, 1, float32)."""
+    return (
+        isinstance(array, np.ndarray)
+        and array.ndim == ndim
+        and array.shape[channel_axis] == 3
+        and array.dtype == dtype
+    )
+
+
 def _check_rgb(rgb_HWC: np.ndarray) -> None:
-    if (
-        not isinstance(rgb_HWC, np.ndarray)
-        or rgb_HWC.ndim != 3
-        or rgb_HWC.shape[2] != 3
-        or rgb_HWC.dtype != np.uint8
-    ):
+    if not has_image_layout(rgb_HWC, ndim=3, channel_axis=2, dtype=np.uint8):
         shape = getattr(rgb_HWC, "shape", None)
         dtype = getattr(rgb_HWC, "dtype", type(rgb_HWC).__name__)
         raise PreprocessError(

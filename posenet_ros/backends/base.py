@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from posenet_core.contract import ModelInfo
+from posenet_core.preprocess import has_image_layout
 from posenet_ros.errors import BackendError
 
 __all__ = ["Backend", "check_image_batch", "checked_outputs", "output_names"]
@@ -50,12 +51,7 @@ def output_names(info: ModelInfo) -> list[str]:
 
 def check_image_batch(image_BCHW: np.ndarray) -> None:
     """BackendError unless ``image_BCHW`` is a float32 ``[N,3,H,W]`` array."""
-    if (
-        not isinstance(image_BCHW, np.ndarray)
-        or image_BCHW.ndim != 4
-        or image_BCHW.shape[1] != 3
-        or image_BCHW.dtype != np.float32
-    ):
+    if not has_image_layout(image_BCHW, ndim=4, channel_axis=1, dtype=np.float32):
         raise BackendError(
             "input must be a float32 [N,3,H,W] array, got shape "
             f"{getattr(image_BCHW, 'shape', None)} dtype {getattr(image_BCHW, 'dtype', None)}"

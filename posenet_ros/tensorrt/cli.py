@@ -25,7 +25,7 @@ from posenet_ros.tensorrt.options import (
 )
 from posenet_ros.tensorrt.prepare import prepare_engine
 
-__all__ = ["build_parser", "cli", "main"]
+__all__ = ["add_engine_options", "build_parser", "cli", "main"]
 
 
 def main(
@@ -95,6 +95,23 @@ def main(
     return path
 
 
+def add_engine_options(parser: argparse.ArgumentParser, *, precision_help: str) -> None:
+    """``--engine-cache-dir`` and ``--precision``, the way build_engine and verify_engine (and
+    the node's parameters) name an engine in the cache."""
+    parser.add_argument(
+        "--engine-cache-dir",
+        default=None,
+        help="folder of the cached engines (default: the model file's folder); the node's "
+        "engine_cache_dir parameter must name the same folder",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=DEFAULT_PRECISION,
+        help=f"{precision_help} (default {DEFAULT_PRECISION})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``build_engine`` argument parser."""
     p = argparse.ArgumentParser(
@@ -103,18 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and cache it, named by its key (model content, TensorRT version, GPU, precision).",
     )
     p.add_argument("--model", required=True, help="the model file (.onnx) to build an engine for")
-    p.add_argument(
-        "--engine-cache-dir",
-        default=None,
-        help="folder of the cached engines (default: the model file's folder); the node's "
-        "engine_cache_dir parameter must name the same folder",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULT_PRECISION,
-        help=f"engine precision (default {DEFAULT_PRECISION}); int8 calibrates on the "
-        "exported calibration images",
+    add_engine_options(
+        p, precision_help="engine precision; int8 calibrates on the exported calibration images"
     )
     p.add_argument(
         "--workspace-mib",

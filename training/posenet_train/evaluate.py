@@ -74,7 +74,7 @@ from posenet_core.geometry import (
 )
 from posenet_core.images import read_rgb
 from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
-from posenet_core.plots import plot_error_cdfs
+from posenet_core.plots import figure, plot_error_cdfs, save_figure
 from posenet_core.preprocess import center_crop, crop, resize_shorter
 from posenet_train.datasets import load_split
 from posenet_train.errors import ModelError, PoseNetTrainError
@@ -765,11 +765,9 @@ def plot_uncertainty(
 ) -> Path:
     """PNG: actual error against predicted sigma (``sqrt(trace / 3)``), position (m) and
     rotation (deg), log-log, with the 1/2/3-sigma lines of an isotropic Gaussian."""
-    from matplotlib.figure import Figure
-
     errors = np.asarray(errors, dtype=np.float64)
     covariance = _as_covariances(uncertainty, len(errors))
-    fig = Figure(figsize=(11, 4.6), dpi=110)
+    fig = figure((11, 4.6))
     axes = fig.subplots(1, 2)
     for ax, block, scale, unit, name in (
         (axes[0], slice(0, 3), 1.0, "m", "position"),
@@ -795,12 +793,7 @@ def plot_uncertainty(
         ax.set_ylabel(f"actual error ({unit})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, title)
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -815,7 +808,6 @@ def plot_trajectory(
     view for a ground-level trajectory, whatever the dataset's up axis is).
     """
     from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure  # Figure renders with Agg; no pyplot, no display
 
     gt = np.asarray(gt_position_m, dtype=np.float64).reshape(-1, 3)
     pred = np.asarray(pred_position_m, dtype=np.float64).reshape(-1, 3)
@@ -823,7 +815,7 @@ def plot_trajectory(
     _, _, vt = np.linalg.svd(gt - mean, full_matrices=True)
     axes = vt[:2].T
     gt_2d, pred_2d = (gt - mean) @ axes, (pred - mean) @ axes
-    fig = Figure(figsize=(7, 6), dpi=110)
+    fig = figure((7, 6))
     ax = fig.subplots()
     ax.add_collection(
         LineCollection(np.stack([gt_2d, pred_2d], axis=1), colors="0.6", linewidths=0.6)
@@ -837,10 +829,7 @@ def plot_trajectory(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     ax.set_title(title or "camera centres, top view")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------ main
