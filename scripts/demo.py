@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from posenet_core.cli import main_arguments
+
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_BIN = ROOT / "install" / "posenet_ros" / "lib" / "posenet_ros"
 PARAMS_FILE = ROOT / "config" / "relocalize.yaml"
@@ -410,25 +412,7 @@ def cli(argv: list[str] | None = None) -> int:
     for name in ("rate_hz", "lr", "beta"):
         if not getattr(a, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
-    result = main(
-        a.output,
-        train_frames=a.train_frames,
-        test_frames=a.test_frames,
-        width=a.width,
-        height=a.height,
-        model=a.model,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        resize=a.resize,
-        crop=a.crop,
-        lr=a.lr,
-        beta=a.beta,
-        dropout=a.dropout,
-        frozen_blocks=a.frozen_blocks,
-        rate_hz=a.rate_hz,
-        threads=a.threads,
-        overwrite=a.overwrite,
-    )
+    result = main(**main_arguments(main, a, handled=("json",)))
     if a.json:
         a.json.write_text(json.dumps(result, indent=2, default=str))
     if not result["tf_ok"]:

@@ -18,7 +18,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
-from posenet_ros.geometry import extrinsic_from_parameters, pose_to_matrix, quat_wxyz_to_matrix
+from posenet_core.covariance import extrinsic_from_parameters
+from posenet_core.geometry import pose_to_matrix, quat_wxyz_to_matrix
 from posenet_ros.image_codec import rgb_to_image_fields
 from posenet_ros.msg import PoseEstimate
 

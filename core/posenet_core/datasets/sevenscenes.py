@@ -10,22 +10,19 @@ non-orthonormal rotations of the KinectFusion poses are projected onto the neare
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from posenet_train.datasets.common import PoseRecord, check_split
-from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, orthonormalize_rotation
+from posenet_core.datasets.common import PoseRecord, check_split, parse_number, read_lines
+from posenet_core.errors import DatasetError, InvalidPoseError
+from posenet_core.geometry import ROTATION_TOLERANCE, matrix_to_quat, orthonormalize_rotation
 
 __all__ = ["is_sevenscenes", "load_sevenscenes", "read_pose_file", "split_sequences"]
 
 _SPLIT_FILES = {"train": "TrainSplit.txt", "test": "TestSplit.txt"}
 _SEQUENCE_LINE = re.compile(r"^sequence(\d+)$", re.IGNORECASE)
-# KinectFusion poses are orthonormal to ~1e-6; 1e-3 only rejects matrices that are not rotations.
-ROTATION_TOLERANCE = 1e-3
 
 
 def is_sevenscenes(folder: Path) -> bool:
@@ -36,14 +33,8 @@ def is_sevenscenes(folder: Path) -> bool:
 def split_sequences(folder: Path, split: str) -> list[Path]:
     """Sequence folders listed in the split file of ``split``; each must exist."""
     path = Path(folder) / _SPLIT_FILES[check_split(split)]
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: 7-Scenes split file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read 7-Scenes split file: {exc}") from exc
     sequences = []
-    for lineno, line in enumerate(lines, start=1):
+    for lineno, line in enumerate(read_lines(path, "7-Scenes split file"), start=1):
         text = line.strip()
         if not text:
             continue
@@ -69,32 +60,21 @@ def read_pose_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     not a rotation.
     """
     path = Path(path)
-    try:
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: pose file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read pose file: {exc}") from exc
+    lines = [ln for ln in read_lines(path, "pose file") if ln.strip()]
     if len(lines) != 4:
         raise DatasetError(f"{path}: expected 4 rows of a 4x4 matrix, got {len(lines)} rows")
     matrix = np.empty((4, 4))
     for row, line in enumerate(lines):
         fields = line.split()
+        where = f"{path}:{row + 1}"
         if len(fields) != 4:
-            raise DatasetError(f"{path}:{row + 1}: expected 4 numbers, got {line.strip()!r}")
-        for col, token in enumerate(fields):
-            try:
-                value = float(token)
-            except ValueError:
-                raise DatasetError(f"{path}:{row + 1}: not a number: {token!r}") from None
-            if not math.isfinite(value):
-                raise DatasetError(f"{path}:{row + 1}: value must be finite, got {token!r}")
-            matrix[row, col] = value
+            raise DatasetError(f"{where}: expected 4 numbers, got {line.strip()!r}")
+        matrix[row] = [parse_number(t, where, f"column {c + 1}") for c, t in enumerate(fields)]
     if np.max(np.abs(matrix[3] - [0.0, 0.0, 0.0, 1.0])) > 1e-6:
         raise DatasetError(f"{path}:4: last row must be '0 0 0 1', got {matrix[3].tolist()}")
     try:
         rotation = orthonormalize_rotation(matrix[:3, :3], tolerance=ROTATION_TOLERANCE)
-    except PoseNetTrainError as exc:
+    except InvalidPoseError as exc:
         raise DatasetError(f"{path}:1-3: {exc}") from None
     return matrix[:3, 3].copy(), matrix_to_quat(rotation)
 

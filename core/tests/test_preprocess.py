@@ -1,4 +1,5 @@
-"""preprocess: the contract's resize, centre crop and tensor layout vs independent references."""
+"""posenet_core.preprocess: the contract's resize, centre crop and tensor layout vs independent
+references (moved from test/test_preprocess.py and training/tests/test_preprocess.py)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from posenet_ros.errors import PoseNetError, PreprocessError
-from posenet_ros.preprocess import (
+from posenet_core.errors import PoseNetError, PreprocessError
+from posenet_core.errors import PoseNetError as PoseNetTrainError
+from posenet_core.preprocess import (
+    center_crop,
     center_crop_offsets,
+    crop,
     preprocess,
+    resize_shorter,
     resize_shorter_and_center_crop,
     resized_shape,
     to_input_tensor,
@@ -199,20 +204,39 @@ def test_preprocess_is_both_steps_into_out():
     assert preprocess(image, 36, (32, 32)).shape == (1, 3, 32, 32)
 
 
+# ----------------------------------------------- moved from training/tests/test_preprocess.py
+
+
+def random_image(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
 @pytest.mark.parametrize(
-    "height, width, resize_shorter, crop_hw",
+    ("h", "w", "size", "expected_hw"),
+    [(480, 640, 256, (256, 341)), (640, 480, 256, (341, 256)), (100, 150, 256, (256, 384))],
+)
+def test_resize_shorter_sizes(h, w, size, expected_hw) -> None:
+    assert resize_shorter(random_image(h, w, 0), size).shape == (*expected_hw, 3)
+
+
+def test_center_crop_offsets() -> None:
+    image = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
+    # top = round(1.5) = 2 (banker's rounding), left = round(2.5) = 2.
+    np.testing.assert_array_equal(center_crop(image, (2, 3)), image[2:4, 2:5])
+    np.testing.assert_array_equal(center_crop(image, (3, 4)), image[1:4, 2:6])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
     [
-        (480, 640, 256, (224, 224)),
-        (41, 36, 36, (32, 32)),
-        (30, 40, 64, (60, 60)),
-        (5, 4, 2, (2, 2)),
+        (lambda: resize_shorter(np.zeros((4, 4), np.uint8), 8), r"shape \(H, W, 3\)"),
+        (lambda: resize_shorter(np.zeros((4, 4, 3), np.float32), 8), "uint8"),
+        (lambda: resize_shorter(np.zeros((0, 4, 3), np.uint8), 8), "empty"),
+        (lambda: resize_shorter(np.zeros((4, 4, 3), np.uint8), 0), ">= 1"),
+        (lambda: center_crop(np.zeros((4, 4, 3), np.uint8), (5, 4)), "does not fit"),
+        (lambda: crop(np.zeros((4, 4, 3), np.uint8), -1, 0, (2, 2)), "does not fit"),
     ],
 )
-def test_trainer_preprocessing_is_identical(height, width, resize_shorter, crop_hw):
-    # The model-file contract: the trainer and the node must feed the network the same bytes.
-    trainer = pytest.importorskip("posenet_train.preprocess")
-    image = _smooth_image(height, width)
-    ours = resize_shorter_and_center_crop(image, resize_shorter, crop_hw)
-    theirs = trainer.resize_shorter_and_center_crop(image, resize_shorter, crop_hw)
-    np.testing.assert_array_equal(ours, theirs)
-    np.testing.assert_array_equal(to_input_tensor(ours)[0], trainer.to_tensor_chw(theirs).numpy())
+def test_bad_input(call, message) -> None:
+    with pytest.raises(PoseNetTrainError, match=message):
+        call()

@@ -6,23 +6,32 @@ lines, then one line per image::
     seq1/frame00001.png X Y Z W P Q R
 
 ``X Y Z`` is the camera centre in the world frame (metres) and ``W P Q R`` the unit quaternion
-(w, x, y, z) of the *world-to-camera* rotation (VisualSFM's convention). The loader converts each
-line once into the internal ``T_world_camera`` convention (camera-to-world quaternion = the
+(w, x, y, z) of the *world-to-camera* rotation (VisualSFM's convention). The reader converts each
+line once into the internal ``T_world_camera`` convention
+(:func:`posenet_core.geometry.cambridge_to_world_camera`: the camera-to-world quaternion is the
 conjugate). Image paths are relative to the dataset folder.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from posenet_train.datasets.common import PoseRecord, check_split, require_image
-from posenet_train.errors import DatasetError
-from posenet_train.geometry import cambridge_to_world_camera, world_camera_to_cambridge
+from posenet_core.datasets.common import (
+    QUAT_NORM_TOLERANCE,
+    SPLITS,
+    PoseRecord,
+    check_split,
+    parse_number,
+    read_lines,
+    require_image,
+    unit_quaternion,
+)
+from posenet_core.errors import DatasetError
+from posenet_core.geometry import cambridge_to_world_camera, world_camera_to_cambridge
 
 __all__ = [
     "HEADER",
@@ -35,9 +44,6 @@ __all__ = [
 ]
 
 HEADER = ("Visual Landmark Dataset V1", "ImageFile, Camera Position [X Y Z W P Q R]", "")
-# Files written with 6-9 decimals have |q| within ~1e-6 of 1; a larger deviation means the
-# numbers are not a rotation (wrong column, wrong format), not rounding.
-QUAT_NORM_TOLERANCE = 1e-3
 
 
 def split_file(folder: Path, split: str) -> Path:
@@ -47,22 +53,23 @@ def split_file(folder: Path, split: str) -> Path:
 
 def is_cambridge(folder: Path) -> bool:
     """True if ``folder`` holds a Cambridge split file (train or test)."""
-    return any((Path(folder) / f"dataset_{s}.txt").is_file() for s in ("train", "test"))
+    return any((Path(folder) / f"dataset_{s}.txt").is_file() for s in SPLITS)
 
 
-def _parse_record_fields(fields: list[str]) -> list[float] | None:
+def _is_data_line(fields: list[str]) -> bool:
     if len(fields) != 8:
-        return None
+        return False
     try:
-        return [float(v) for v in fields[1:]]
+        [float(v) for v in fields[1:]]
     except ValueError:
-        return None
+        return False
+    return True
 
 
 def read_cambridge_file(
     path: Path, *, image_root: Path | None = None, check_images: bool = True
 ) -> list[PoseRecord]:
-    """Read one Cambridge split file into records (``T_world_camera``).
+    """Read one Cambridge split file into records (``T_world_camera``), in file order.
 
     Args:
         path: the text file.
@@ -77,15 +84,9 @@ def read_cambridge_file(
     """
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: Cambridge split file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read Cambridge split file: {exc}") from exc
-    lines = text.splitlines()
+    lines = read_lines(path, "Cambridge split file")
     for lineno, line in enumerate(lines[: len(HEADER)], start=1):
-        if _parse_record_fields(line.split()) is not None:
+        if _is_data_line(line.split()):
             raise DatasetError(
                 f"{path}:{lineno}: expected {len(HEADER)} header lines before the data, but this"
                 f" line is a data line: {line.strip()!r}"
@@ -101,26 +102,15 @@ def read_cambridge_file(
                 f"{where}: expected 8 fields 'path X Y Z W P Q R', got {len(fields)}:"
                 f" {line.strip()!r}"
             )
-        values = []
-        for name, token in zip("XYZWPQR", fields[1:], strict=True):
-            try:
-                value = float(token)
-            except ValueError:
-                raise DatasetError(f"{where}: field {name} is not a number: {token!r}") from None
-            if not math.isfinite(value):
-                raise DatasetError(f"{where}: field {name} must be finite, got {token!r}")
-            values.append(value)
-        quat = np.array(values[3:])
-        norm = float(np.linalg.norm(quat))
-        if abs(norm - 1.0) > QUAT_NORM_TOLERANCE:
-            raise DatasetError(
-                f"{where}: quaternion W P Q R = {fields[4:]} has norm {norm:.6g}; a unit"
-                f" quaternion is required (|norm - 1| <= {QUAT_NORM_TOLERANCE:g})"
-            )
+        values = [
+            parse_number(t, where, f"field {n}")
+            for n, t in zip("XYZWPQR", fields[1:], strict=True)
+        ]
+        unit_quaternion(values[3:], where, "W P Q R")  # the check; the conversion normalises
         image_path = (root / fields[0]).absolute()
         if check_images:
             require_image(image_path, f"{where}: {fields[0]!r}")
-        position_m, quat_wxyz = cambridge_to_world_camera(np.array(values[:3]), quat)
+        position_m, quat_wxyz = cambridge_to_world_camera(values[:3], np.array(values[3:]))
         records.append(PoseRecord(image_path, position_m, quat_wxyz))
     if not records:
         raise DatasetError(f"{path}: no image lines after the {len(HEADER)} header lines")

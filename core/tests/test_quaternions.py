@@ -1,4 +1,5 @@
-"""Tests of posenet_train.geometry: quaternion algebra, conventions, projection, averaging."""
+"""posenet_core.geometry's batch functions (moved from the trainer's geometry): quaternion
+algebra, conventions, projection, averaging."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from posenet_train.errors import PoseNetTrainError
-from posenet_train.geometry import (
+from posenet_core.errors import PoseNetError as PoseNetTrainError
+from posenet_core.geometry import (
     average_quaternions,
     cambridge_to_world_camera,
     matrix_to_pose,
@@ -22,9 +23,9 @@ from posenet_train.geometry import (
     quat_multiply,
     quat_normalize,
     quat_to_matrix,
-    rotation_error_deg,
     world_camera_to_cambridge,
 )
+from posenet_core.metrics import rotation_error_deg
 
 
 def random_quats(count: int, seed: int = 0) -> np.ndarray:

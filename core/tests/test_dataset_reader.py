@@ -1,14 +1,10 @@
-"""posenet_ros.dataset_reader: the player's ROS-free dataset reader (no posenet_train import)."""
+"""posenet_core.datasets.read_dataset: a split with its timestamps and intrinsics, as the dataset
+player reads it (tests moved from test/test_dataset_reader.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import queue
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import cv2
@@ -16,20 +12,21 @@ import numpy as np
 import pytest
 import transforms3d.quaternions as t3q
 
-from posenet_ros.dataset_reader import (
-    DatasetError,
-    DatasetFrame,
-    FramePrefetcher,
+from posenet_core.datasets import PoseRecord as DatasetFrame
+from posenet_core.datasets import (
     detect_format,
-    load_rgb,
-    loop_period_s,
+    load_split,
     parse_dataset_spec,
-    read_cambridge_split,
     read_dataset,
     read_intrinsics,
     read_poses_csv,
-    read_sevenscenes_pose,
 )
+from posenet_core.datasets.cambridge import read_cambridge_file as read_cambridge_split
+from posenet_core.datasets.sevenscenes import read_pose_file as read_sevenscenes_pose
+from posenet_core.errors import DatasetError
+from posenet_core.geometry import project_points, project_points_krt
+
+from dino import read_calibration
 
 HEADER = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
 K = np.array([[100.0, 0.0, 15.5], [0.0, 100.0, 11.5], [0.0, 0.0, 1.0]])
@@ -367,159 +364,14 @@ def test_poses_csv_reader_returns_rows(tmp_path):
     assert math.isclose(float(np.linalg.norm(quat_wxyz)), 1.0)
 
 
-# ------------------------------------------------------------------------------ playback
-
-
-def test_load_rgb_returns_rgb_channel_order(tmp_path):
-    path = write_png(tmp_path / "a.png", (200, 100, 25))
-    rgb = load_rgb(path)
-    assert rgb.shape == (6, 8, 3) and rgb.dtype == np.uint8
-    assert rgb[0, 0].tolist() == [200, 100, 25]
-    grey = tmp_path / "grey.png"
-    cv2.imwrite(str(grey), np.full((4, 5), 77, np.uint8))
-    assert load_rgb(grey).shape == (4, 5, 3)
-
-
-@pytest.mark.parametrize(
-    "setup, message",
-    [
-        (lambda p: None, "not found"),
-        (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nnot really"), "cannot be decoded"),
-    ],
-)
-def test_load_rgb_errors(tmp_path, setup, message):
-    path = tmp_path / "bad.png"
-    setup(path)
-    with pytest.raises(DatasetError, match=message):
-        load_rgb(path)
-
-
-def _frames(tmp_path, count, timestamps=None):
-    return [
-        DatasetFrame(
-            tmp_path / f"{i}.png",
-            [float(i), 0.0, 0.0],
-            [1.0, 0.0, 0.0, 0.0],
-            None if timestamps is None else timestamps[i],
-        )
-        for i in range(count)
-    ]
-
-
-def _drain(prefetcher, limit):
-    items = []
-    while len(items) < limit:
-        item = prefetcher.next(timeout_s=10.0)
-        if item is None:
-            break
-        items.append(item)
-    return items
-
-
-def test_prefetcher_plays_once_in_order_and_reports_load_errors(tmp_path):
-    frames = _frames(tmp_path, 3)
-
-    def load(frame):
-        if frame.position_m[0] == 1.0:
-            raise DatasetError("frame one is broken")
-        return frame.image_path.name
-
-    prefetcher = FramePrefetcher(frames, load, depth=1)
-    try:
-        items = _drain(prefetcher, 10)
-    finally:
-        prefetcher.stop()
-    assert [(i.count, i.loop, i.index, i.payload, i.error) for i in items] == [
-        (0, 0, 0, "0.png", ""),
-        (1, 0, 1, None, "frame one is broken"),
-        (2, 0, 2, "2.png", ""),
-    ]
-
-
-def test_prefetcher_loops_until_stopped(tmp_path):
-    prefetcher = FramePrefetcher(_frames(tmp_path, 2), lambda f: f.image_path.name, loop=True)
-    try:
-        items = _drain(prefetcher, 5)
-    finally:
-        prefetcher.stop()
-    assert [(i.count, i.loop, i.index) for i in items] == [
-        (0, 0, 0),
-        (1, 0, 1),
-        (2, 1, 0),
-        (3, 1, 1),
-        (4, 2, 0),
-    ]
-
-
-def test_prefetcher_next_raises_empty_when_the_frame_is_not_ready(tmp_path):
-    release = threading.Event()
-    prefetcher = FramePrefetcher(_frames(tmp_path, 1), lambda f: release.wait(10.0))
-    try:
-        with pytest.raises(queue.Empty):
-            prefetcher.next()
-        release.set()
-        assert prefetcher.next(timeout_s=10.0).payload is True
-    finally:
-        release.set()
-        prefetcher.stop()
-
-
-@pytest.mark.parametrize("frames, depth, message", [(0, 4, "no frames"), (2, 0, "depth 0")])
-def test_prefetcher_bad_arguments(tmp_path, frames, depth, message):
-    with pytest.raises(DatasetError, match=message):
-        FramePrefetcher(_frames(tmp_path, frames), lambda f: None, depth=depth)
-
-
-@pytest.mark.parametrize(
-    "timestamps, expected",
-    [([0.0, 0.1, 0.2, 0.3], 0.4), ([5.0], 1.0), ([1.0, 3.0], 4.0)],
-)
-def test_loop_period(tmp_path, timestamps, expected):
-    frames = _frames(tmp_path, len(timestamps), timestamps)
-    assert math.isclose(loop_period_s(frames), expected)
-
-
-def test_loop_period_needs_timestamps(tmp_path):
-    with pytest.raises(DatasetError, match="timestamps"):
-        loop_period_s(_frames(tmp_path, 2))
-
-
-def test_reader_does_not_import_ros_or_the_trainer():
-    code = (
-        "import sys, posenet_ros.dataset_reader, posenet_ros.pose_matching;"
-        "bad = [m for m in sys.modules if m.split('.')[0] in"
-        " ('rclpy', 'posenet_train', 'matplotlib', 'torch')];"
-        "print(bad); sys.exit(1 if bad else 0)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 # ------------------------------------------------------------------------ middlebury dino
 
 
-def dino_dir() -> Path:
-    override = os.environ.get("POSENET_DINO_DIR")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "middlebury_dino"
-
-
-def test_dino_matches_original_calibration():
+def test_dino_matches_original_calibration(dino):
     """The player reads the dino like dino_par.txt's K[R|t]: the same projections."""
-    folder = dino_dir()
-    if not (folder / "dataset_test.txt").is_file():
-        pytest.skip(f"middlebury_dino not found at {folder} (or set POSENET_DINO_DIR)")
-    frames = read_dataset(folder, "train").frames + read_dataset(folder, "test").frames
+    frames = read_dataset(dino, "train").frames + read_dataset(dino, "test").frames
     assert len(frames) == 363
-    calibration = {}
-    for line in (folder / "dino_par.txt").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields:
-            v = np.array(fields[1:], dtype=np.float64)
-            calibration[fields[0]] = (v[:9].reshape(3, 3), v[9:18].reshape(3, 3), v[18:])
+    calibration = read_calibration(dino)
     corners = np.array(
         [[x, y, z] for x in (-0.04, 0.03) for y in (0.0, 0.09) for z in (-0.04, 0.04)]
     )
@@ -532,5 +384,35 @@ def test_dino_matches_original_calibration():
         R = t3q.quat2mat(frame.quat_wxyz)
         got = (k @ (R.T @ (corners - frame.position_m).T)).T
         got = got[:, :2] / got[:, 2:]
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+    assert worst < 1e-3, f"largest reprojection difference {worst} px"
+
+
+# Moved from training/tests/test_datasets.py: the Cambridge reader (load_split) on the dino.
+def test_dino_cambridge_files_match_original_calibration(dino: Path) -> None:
+    """The Cambridge files, loaded, project the dino's bounding box like dino_par.txt's K[R|t]."""
+    train, test = load_split(dino, "train"), load_split(dino, "test")
+    assert (len(train), len(test)) == (273, 90)
+    calibration = read_calibration(dino)
+    assert len(calibration) == 363
+    low, high = (
+        np.array([-0.041897, 0.001126, -0.037845]),
+        np.array([0.030897, 0.088227, 0.035495]),
+    )
+    corners = np.array(
+        [
+            [x, y, z]
+            for x in (low[0], high[0])
+            for y in (low[1], high[1])
+            for z in (low[2], high[2])
+        ]
+    )
+    names = [r.image_path.name for r in train + test]
+    assert sorted(names) == sorted(calibration)
+    worst = 0.0
+    for record in train + test:
+        k, r, t = calibration[record.image_path.name]
+        expected = project_points_krt(corners, k, r, t)
+        got = project_points(corners, k, record.position_m, record.quat_wxyz)
         worst = max(worst, float(np.max(np.abs(got - expected))))
     assert worst < 1e-3, f"largest reprojection difference {worst} px"

@@ -1,23 +1,23 @@
-"""geometry: quaternion orders, matrices, the Cambridge convention against real calibration,
-the optical frame, and pose-covariance propagation against numerical references."""
+"""posenet_core.geometry and .covariance (moved from the node's geometry): quaternion orders,
+matrices, the Cambridge convention against real calibration, the optical frame, and
+pose-covariance propagation against numerical references."""
 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from posenet_ros.errors import InvalidPoseError
-from posenet_ros.geometry import (
+from posenet_core.covariance import covariance_6x6_from_diagonal, transform_pose_covariance
+from posenet_core.errors import InvalidPoseError
+from posenet_core.geometry import (
     R_BODY_OPTICAL,
     R_OPTICAL_BODY,
     R_body_optical,
     cambridge_to_T_world_camera,
     compose_poses,
-    covariance_6x6_from_diagonal,
     invert_pose,
     matrix_to_pose,
     matrix_to_quat_wxyz,
@@ -29,9 +29,10 @@ from posenet_ros.geometry import (
     quat_xyzw_to_wxyz,
     rotvec_to_matrix,
     skew,
-    transform_pose_covariance,
     validate_position,
 )
+
+from dino import read_calibration
 
 RNG = np.random.default_rng(1234)
 
@@ -227,33 +228,8 @@ def test_body_optical_rotation_rep103():
 # --- the Cambridge convention against the dino's original calibration ---------------------------
 
 
-def _dino_dir() -> Path:
-    override = os.environ.get("POSENET_DINO_DIR")
-    if override:
-        return Path(override)
-    # test/ -> repository root; the shared folder sits beside the repository.
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "middlebury_dino"
-
-
-@pytest.fixture(scope="module")
-def dino() -> Path:
-    path = _dino_dir()
-    if not (path / "dataset_train.txt").is_file():
-        pytest.skip(f"middlebury_dino not found at {path} (set POSENET_DINO_DIR)")
-    return path
-
-
 def test_cambridge_conversion_matches_dino_projection(dino):
-    calibration = {}
-    for line in (dino / "dino_par.txt").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields:
-            values = np.array(fields[1:], dtype=np.float64)
-            calibration[fields[0]] = (
-                values[:9].reshape(3, 3),
-                values[9:18].reshape(3, 3),
-                values[18:21],
-            )
+    calibration = read_calibration(dino)
     cambridge = {}
     for line in (dino / "dataset_train.txt").read_text().splitlines()[3:]:
         fields = line.split()

@@ -1,17 +1,29 @@
-"""The record every dataset loader returns, and checks shared by the loaders."""
+"""The record every dataset reader returns, and the parsing checks the readers share."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from posenet_train.errors import DatasetError
+from posenet_core.errors import DatasetError
 
-__all__ = ["SPLITS", "PoseRecord", "check_split"]
+__all__ = [
+    "SPLITS",
+    "PoseRecord",
+    "check_split",
+    "parse_number",
+    "read_lines",
+    "require_image",
+    "unit_quaternion",
+]
 
 SPLITS = ("train", "test")
+# Files written with 6+ decimals have |q| within ~1e-6 of 1; a larger deviation means the numbers
+# are not a rotation (a shifted column, another format), not rounding.
+QUAT_NORM_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +70,7 @@ class PoseRecord:
 def check_split(split: str) -> str:
     """Return ``split`` if it is one of :data:`SPLITS`, else raise DatasetError naming it."""
     if split not in SPLITS:
-        raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise DatasetError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     return split
 
 
@@ -66,3 +78,37 @@ def require_image(image_path: Path, where: str) -> None:
     """Raise DatasetError if the image file is missing; ``where`` is 'file:line: value' context."""
     if not image_path.is_file():
         raise DatasetError(f"{where}: image file not found: {image_path}")
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a text file; DatasetError saying ``what`` is missing or unreadable."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read {what}: {exc}") from exc
+
+
+def parse_number(token: str, where: str, name: str) -> float:
+    """``float(token)``; DatasetError '<where>: <name> is not a number / must be finite'."""
+    try:
+        value = float(token)
+    except ValueError:
+        raise DatasetError(f"{where}: {name} is not a number: {token!r}") from None
+    if not math.isfinite(value):
+        raise DatasetError(f"{where}: {name} must be finite, got {token!r}")
+    return value
+
+
+def unit_quaternion(values: list[float], where: str, names: str) -> np.ndarray:
+    """The quaternion ``values`` renormalised; DatasetError when its norm is off 1 by more than
+    :data:`QUAT_NORM_TOLERANCE` (smaller deviations are rounding)."""
+    quat = np.array(values, dtype=np.float64)
+    norm = float(np.linalg.norm(quat))
+    if abs(norm - 1.0) > QUAT_NORM_TOLERANCE:
+        raise DatasetError(
+            f"{where}: quaternion {names} = {values} has norm {norm:.6g}; a unit quaternion is"
+            f" required (|norm - 1| <= {QUAT_NORM_TOLERANCE:g})"
+        )
+    return quat / norm
