@@ -31,7 +31,7 @@ leaving them out keeps a few hundred keyframes at a few MB.
 ``scene_frame`` (frame id, must equal the model file's ``posenet.scene_frame``), ``dataset``
 (the dataset folder's name, as the model file's ``posenet.dataset``), ``dataset_fingerprint``
 (SHA-256 of the training split's image names and poses, :func:`dataset_fingerprint`),
-``feature`` (:class:`posenet_core.refine.features.FeatureConfig` as an object: the frame must be
+``feature`` (:class:`posenet_core.features.FeatureConfig` as an object: the frame must be
 described the same way), ``camera`` (``width``, ``height``, ``fx``, ``fy``, ``cx``, ``cy``,
 ``distortion``: the mapping camera, OpenCV pixel convention; keypoints are as detected, i.e.
 distorted where ``distortion`` is non-zero), ``counts`` (``keyframes``, ``points``,
@@ -59,7 +59,7 @@ from typing import Any
 
 import numpy as np
 
-from posenet_core.refine.features import FeatureConfig, FeatureError
+from posenet_core.features import FeatureConfig, FeatureError
 
 __all__ = [
     "FORMAT_NAME",
@@ -476,6 +476,10 @@ def write_map(path: str | os.PathLike, site_map: SiteMap) -> Path:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file 0600; a map is shared like any data file (umask applies).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(buffer.getvalue())

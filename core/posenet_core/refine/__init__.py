@@ -12,12 +12,12 @@ builds one :class:`Refiner` from the map file and calls :meth:`Refiner.refine` p
     else:
         log(result.failure, result.message)
 
-Modules: :mod:`.features` (the extractor and matcher shared with the map builder), :mod:`.pnp`
-(PnP-RANSAC and its covariance), :mod:`.refiner` (the per-frame pipeline).
+Modules: :mod:`posenet_core.features` (the extractor and matcher shared with the map builder),
+:mod:`.pnp` (PnP-RANSAC and its covariance), :mod:`.refiner` (the per-frame pipeline).
 """
 
+from posenet_core.features import FeatureConfig, FeatureError
 from posenet_core.refine.errors import RefineError
-from posenet_core.refine.features import FeatureConfig, FeatureError
 from posenet_core.refine.refiner import (
     FAILURE_REASONS,
     RefinementResult,

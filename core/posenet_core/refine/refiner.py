@@ -7,7 +7,7 @@ Per frame (:meth:`Refiner.refine`):
    by ``angle`` moves the view as much as a shift of ``depth * angle`` at the keyframe's median
    scene depth), and at least ``min_overlap`` of the keyframe's points projecting into the frame
    at the prior pose; the best ``num_keyframes`` are kept. No global descriptor is needed;
-2. the frame's local features (the map's extractor, :mod:`posenet_core.refine.features`) are
+2. the frame's local features (the map's extractor, :mod:`posenet_core.features`) are
    matched to each keyframe's (ratio test, mutual nearest neighbours); each match names a 3-D
    point; one 3-D point per frame keypoint and one keypoint per point are kept (the closest);
 3. PnP-RANSAC (AP3P) on the 2D-3D matches, then LM on the inliers
@@ -32,15 +32,15 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from posenet_core.mapfile import SiteMap, read_map
-from posenet_core.refine.errors import RefineError
-from posenet_core.refine.features import (
+from posenet_core.features import (
     FeatureError,
     create_detector,
     extract_features,
     match_descriptors,
     normalized_descriptors,
 )
+from posenet_core.mapfile import SiteMap, read_map
+from posenet_core.refine.errors import RefineError
 from posenet_core.refine.pnp import camera_depth, pnp_covariance, project, solve_pnp_ransac
 
 __all__ = [
