@@ -426,7 +426,10 @@ def read_map(path: str | os.PathLike) -> SiteMap:
         feature = FeatureConfig.from_dict(meta.get("feature"))
     except (FeatureError, TypeError) as exc:
         raise _fail(path, f"meta_json feature: {exc}") from None
-    camera = MapCamera.from_dict(meta.get("camera"), f"map file {path}")
+    try:
+        camera = MapCamera.from_dict(meta.get("camera"), "meta_json")
+    except MapFileError as exc:
+        raise _fail(path, str(exc)) from None
     reserved = {
         "format",
         "version",
