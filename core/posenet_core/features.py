@@ -298,8 +298,10 @@ def match_descriptors(
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     if len(query) == 0 or len(reference) == 0:
         return empty
+    # A score where larger is better (cosine similarity, or minus the Hamming distance): two
+    # max passes find the best and second best, much faster than a partial sort.
     if config.binary:
-        dist = _hamming_matrix(np.ascontiguousarray(query), np.ascontiguousarray(reference))
+        score = -_hamming_matrix(np.ascontiguousarray(query), np.ascontiguousarray(reference))
     else:
         q = (
             query_normalized
@@ -311,24 +313,27 @@ def match_descriptors(
             if reference_normalized is not None
             else normalized_descriptors(reference, config)
         )
-        similarity = q @ r.T
-        dist = np.sqrt(np.maximum(2.0 - 2.0 * similarity, 0.0))
-    rows = np.arange(dist.shape[0])
-    if dist.shape[1] >= 2:
-        two = np.argpartition(dist, 1, axis=1)[:, :2]
-        d0 = dist[rows, two[:, 0]]
-        d1 = dist[rows, two[:, 1]]
-        swap = d1 < d0
-        best = np.where(swap, two[:, 1], two[:, 0])
-        best_d = np.minimum(d0, d1)
-        second_d = np.maximum(d0, d1)
-        keep = best_d < ratio * second_d if ratio < 1.0 else np.ones(len(rows), bool)
+        score = q @ r.T
+    rows = np.arange(score.shape[0])
+    reverse = np.argmax(score, axis=0) if mutual else None
+    best = np.argmax(score, axis=1)
+    best_score = score[rows, best]
+    if score.shape[1] >= 2:
+        score[rows, best] = -np.inf
+        second_score = score.max(axis=1)
     else:
-        best = np.zeros(len(rows), np.int64)
-        best_d = dist[:, 0]
-        keep = np.ones(len(rows), bool)
+        second_score = np.full(len(rows), -np.inf, np.float32)
+
+    def to_distance(values: np.ndarray) -> np.ndarray:
+        if config.binary:
+            return -values
+        return np.sqrt(np.maximum(2.0 - 2.0 * values, 0.0))
+
+    best_d = to_distance(best_score)
+    keep = np.ones(len(rows), bool)
+    if ratio < 1.0 and score.shape[1] >= 2:
+        keep = best_d < ratio * to_distance(second_score)
     if mutual:
-        reverse = np.argmin(dist, axis=0)
         keep &= reverse[best] == rows
     qi = rows[keep]
     return qi.astype(np.int64), best[keep].astype(np.int64), best_d[keep].astype(np.float32)
