@@ -68,24 +68,24 @@ def noisy_priors(truth: list[np.ndarray], median_m: float, median_deg: float, se
 
 
 def onnx_priors(model: Path, images: list[np.ndarray], threads: int) -> list[np.ndarray]:
-    """Priors from a model file, preprocessed as the node does (posenet_ros.preprocess)."""
+    """Priors from a model file, read and preprocessed the node's way (posenet_ros)."""
     import onnxruntime as ort
 
-    from posenet_ros.model_file import read_model_file  # the node's own reader
-    from posenet_ros.preprocess import preprocess_rgb
+    from posenet_ros.model_file import load_model_info
+    from posenet_ros.preprocess import preprocess
 
-    info = read_model_file(str(model))
+    info = load_model_info(str(model))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     priors = []
     for rgb in images:
-        x = preprocess_rgb(rgb, info)
-        outputs = session.run(None, {info.input_name: x})
-        named = dict(zip([o.name for o in session.get_outputs()], outputs, strict=True))
-        position = named[info.output_names[0]][0]
-        quat = named[info.output_names[1]][0]
-        priors.append(pose_to_matrix(position, quat / np.linalg.norm(quat)))
+        x = preprocess(rgb, info.resize_shorter, info.input_hw)
+        position, quat = session.run(
+            [info.position_output, info.orientation_output], {info.input_name: x}
+        )
+        quat = quat[0] / np.linalg.norm(quat[0])
+        priors.append(pose_to_matrix(position[0], quat))
     return priors
 
 

@@ -129,6 +129,42 @@ def test_corrupt_existing_map_is_an_error(dino_subset, tmp_path):
         map_step.main(str(dino_subset), out, progress=False)
 
 
+def test_map_of_a_colmap_dataset_keeps_its_poses_and_camera(dino_subset, tmp_path):
+    """A COLMAP model (what posenet_train.sfm writes) as input: its camera, its train split."""
+    from posenet_train.geometry import matrix_to_quat, quat_to_matrix
+
+    root = tmp_path / "colmap_dino"
+    (root / "images").mkdir(parents=True)
+    (root / "sparse" / "0").mkdir(parents=True)
+    records = load_split(dino_subset, "train")[:8]
+    lines = []
+    for i, r in enumerate(records, start=1):
+        (root / "images" / r.image_path.name).symlink_to(r.image_path.resolve())
+        R_cw = quat_to_matrix(r.quat_wxyz).T
+        t = -R_cw @ r.position_m
+        q = matrix_to_quat(R_cw)
+        lines += [" ".join(map(str, [i, *q, *t, 1, r.image_path.name])), ""]
+    (root / "sparse" / "0" / "images.txt").write_text("\n".join(lines) + "\n")
+    # COLMAP pixel centres at half-integers: +0.5 on the principal point
+    (root / "sparse" / "0" / "cameras.txt").write_text(
+        "1 PINHOLE 640 480 3310.4 3325.5 317.23 201.05\n"
+    )
+    (root / "sparse" / "0" / "points3D.txt").write_text("")
+    out = map_step.main(str(root), tmp_path / "colmap.npz", progress=False)
+    site_map = read_map(out)
+    train = load_split(str(root), "train")  # every 8th image (sorted by name) is a test image
+    assert site_map.num_keyframes == len(train) == 7
+    assert site_map.camera.cx == pytest.approx(316.73) and site_map.camera.fx == 3310.4
+    assert "COLMAP" in site_map.provenance["camera_source"]
+    for i, r in enumerate(train):
+        np.testing.assert_allclose(
+            site_map.keyframe_T_world_camera[i],
+            pose_to_matrix(r.position_m, r.quat_wxyz),
+            atol=1e-9,
+        )
+    assert site_map.num_points > 100
+
+
 # ------------------------------------------------------------------------------ intrinsics
 
 
