@@ -17,7 +17,11 @@ name                           dtype, shape   meaning
                                               ``offset[i]:offset[i+1]``; 0 first, M last
 ``obs_xy``                     float32 (M,2)  keypoint, pixels of the mapping camera (OpenCV
                                               convention: pixel centres at integers)
-``obs_descriptor``             uint8 (M,D)    its descriptor (D: 128 SIFT, 32 ORB)
+``obs_descriptor_index``       int32 (M,)     its descriptor (row of ``descriptor``)
+``descriptor``                 uint8 (Q,D)    descriptors (D: 128 SIFT, 32 ORB); one per
+                                              observation (Q = M), or one per 3-D point
+                                              shared by its observations (the track's medoid,
+                                              Q = P: a few times smaller)
 ``obs_point_id``               int32 (M,)     the 3-D point it observes (index into points)
 ``point_xyz_m``                float64 (P,3)  3-D points, scene frame, metres
 ``point_rgb``                  uint8 (P,3)    colour (for viewers)
@@ -88,7 +92,8 @@ _ARRAYS = {
     "keyframe_T_world_camera": (np.float64, 3),
     "keyframe_obs_offset": (np.int64, 1),
     "obs_xy": (np.float32, 2),
-    "obs_descriptor": (np.uint8, 2),
+    "obs_descriptor_index": (np.int32, 1),
+    "descriptor": (np.uint8, 2),
     "obs_point_id": (np.int32, 1),
     "point_xyz_m": (np.float64, 2),
     "point_rgb": (np.uint8, 2),
@@ -200,7 +205,8 @@ class SiteMap:
     keyframe_T_world_camera: np.ndarray
     keyframe_obs_offset: np.ndarray
     obs_xy: np.ndarray
-    obs_descriptor: np.ndarray
+    obs_descriptor_index: np.ndarray
+    descriptor: np.ndarray
     obs_point_id: np.ndarray
     point_xyz_m: np.ndarray
     point_rgb: np.ndarray
@@ -229,10 +235,14 @@ class SiteMap:
         return int(self.obs_point_id.shape[0])
 
     def keyframe_slice(self, index: int) -> slice:
-        """The observations of keyframe ``index``: ``obs_xy[s]``, ``obs_descriptor[s]``..."""
+        """The observations of keyframe ``index``: ``obs_xy[s]``, ``obs_point_id[s]``..."""
         return slice(
             int(self.keyframe_obs_offset[index]), int(self.keyframe_obs_offset[index + 1])
         )
+
+    def keyframe_descriptors(self, index: int) -> np.ndarray:
+        """(n, D) uint8 descriptors of keyframe ``index``'s observations, in their order."""
+        return self.descriptor[self.obs_descriptor_index[self.keyframe_slice(index)]]
 
     def meta(self) -> dict[str, Any]:
         """The ``meta_json`` object of this map."""
@@ -298,7 +308,7 @@ def _validate_arrays(m: SiteMap, where: object) -> None:
         "keyframe_T_world_camera": (n, 4, 4),
         "keyframe_obs_offset": (n + 1,),
         "obs_xy": (k, 2),
-        "obs_descriptor": (k, d),
+        "obs_descriptor_index": (k,),
         "obs_point_id": (k,),
         "point_xyz_m": (p, 3),
         "point_rgb": (p, 3),
@@ -321,6 +331,19 @@ def _validate_arrays(m: SiteMap, where: object) -> None:
                 f"array {name} has shape {array.shape}; expected {shape} ({n} keyframes, {p} "
                 f"points, {k} observations, {d}-byte {m.feature.type} descriptors)",
             )
+    if m.descriptor.dtype != np.uint8 or m.descriptor.ndim != 2 or m.descriptor.shape[1] != d:
+        raise _fail(
+            where,
+            f"array descriptor has dtype {m.descriptor.dtype}, shape {m.descriptor.shape}; "
+            f"expected uint8 (Q, {d}) for {m.feature.type} descriptors",
+        )
+    q = m.descriptor.shape[0]
+    if k and (m.obs_descriptor_index.min() < 0 or m.obs_descriptor_index.max() >= q):
+        raise _fail(
+            where,
+            f"obs_descriptor_index values {int(m.obs_descriptor_index.min())}.."
+            f"{int(m.obs_descriptor_index.max())} are outside the {q} descriptors",
+        )
     if n == 0:
         raise _fail(where, "no keyframes")
     if p == 0:

@@ -34,7 +34,7 @@ def test_round_trip(tmp_path, small_map):
     assert loaded.feature == small_map.feature and loaded.camera == small_map.camera
     assert loaded.version == FORMAT_VERSION
     assert loaded.provenance == {"builder": "core/tests/conftest.py"}
-    for name in ("keyframe_T_world_camera", "obs_xy", "obs_descriptor", "point_xyz_m"):
+    for name in ("keyframe_T_world_camera", "obs_xy", "descriptor", "point_xyz_m"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(small_map, name))
         assert not getattr(loaded, name).flags.writeable
     s = loaded.keyframe_slice(1)
@@ -125,7 +125,11 @@ def test_bad_files_raise_map_file_error(tmp_path, small_map, name, make, words):
 def _inconsistent(small_map, name):
     m = small_map
     if name == "descriptor width":
-        return {"obs_descriptor": m.obs_descriptor[:, :32]}
+        return {"descriptor": m.descriptor[:, :32]}
+    if name == "descriptor index out of range":
+        index = m.obs_descriptor_index.copy()
+        index[-1] = len(m.descriptor)
+        return {"obs_descriptor_index": index}
     if name == "point id out of range":
         ids = m.obs_point_id.copy()
         ids[0] = m.num_points
@@ -148,7 +152,8 @@ def _inconsistent(small_map, name):
 
 
 INCONSISTENT = [
-    ("descriptor width", "obs_descriptor"),
+    ("descriptor width", "array descriptor"),
+    ("descriptor index out of range", "obs_descriptor_index"),
     ("point id out of range", "obs_point_id"),
     ("offsets do not end at the count", "keyframe_obs_offset"),
     ("NaN point", "point_xyz_m"),

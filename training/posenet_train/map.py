@@ -26,7 +26,9 @@ Steps:
    all verified pairs, merged and completed, points filtered by reprojection error and
    triangulation angle, bundle adjustment of the points with every camera pose held fixed);
 6. the map file (:mod:`posenet_core.mapfile`): keyframes with the keypoints that see a 3-D point,
-   their descriptors and point ids, and the points.
+   their descriptors and point ids, and the points. By default each 3-D point keeps one
+   descriptor, its track's medoid, which all its observations share (``--descriptors point``;
+   ``observation`` keeps every keypoint's own, a few times larger).
 
 An existing output is reused unless ``--overwrite`` (a note says when it was built with other
 parameters). Extracted features are cached beside the output (``<output>.features.npz``) so a
@@ -74,12 +76,14 @@ from posenet_train.errors import DatasetError, PoseNetTrainError
 from posenet_train.geometry import pose_to_matrix
 
 __all__ = [
+    "DESCRIPTOR_MODES",
     "MapBuildError",
     "MatchOptions",
     "SEVENSCENES_CAMERA",
     "build_parser",
     "cli",
     "main",
+    "point_descriptors",
     "resolve_camera",
     "select_pairs",
 ]
@@ -456,6 +460,43 @@ def _triangulate(
         shutil.rmtree(work, ignore_errors=True)
 
 
+DESCRIPTOR_MODES = ("point", "observation")
+
+
+def point_descriptors(
+    descriptors: np.ndarray, point_ids: np.ndarray, num_points: int, feature: FeatureConfig
+) -> np.ndarray:
+    """One descriptor per 3-D point: the medoid of its observations' descriptors.
+
+    The medoid (the observation closest, in the matcher's distance, to all others of its track)
+    is a real descriptor that represents the track's views; storing it instead of every
+    observation's makes the map smaller by the mean track length.
+    """
+    from posenet_core.features import normalized_descriptors
+
+    order = np.argsort(point_ids, kind="stable")
+    bounds = np.searchsorted(point_ids[order], np.arange(num_points + 1))
+    out = np.zeros((num_points, descriptors.shape[1]), np.uint8)
+    if feature.binary:
+        bits = np.unpackbits(descriptors, axis=1).astype(np.float32)
+    else:
+        unit = normalized_descriptors(descriptors, feature)
+    for p in range(num_points):
+        members = order[bounds[p] : bounds[p + 1]]
+        if len(members) <= 2:
+            out[p] = descriptors[members[0]]
+            continue
+        if feature.binary:
+            b = bits[members]
+            ones = b.sum(axis=1)
+            distance = ones[:, None] + ones[None, :] - 2.0 * (b @ b.T)
+        else:
+            u = unit[members]
+            distance = np.sqrt(np.maximum(2.0 - 2.0 * (u @ u.T), 0.0))
+        out[p] = descriptors[members[int(np.argmin(distance.sum(axis=1)))]]
+    return out
+
+
 # ---------------------------------------------------------------------------------- the step
 
 
@@ -492,6 +533,7 @@ def main(
     model: str | Path | None = None,
     feature: FeatureConfig | None = None,
     match: MatchOptions | None = None,
+    descriptors: str = "point",
     max_keyframes: int = 0,
     num_threads: int = 2,
     overwrite: bool = False,
@@ -509,6 +551,8 @@ def main(
             its scene frame is the default, and its SHA-256 is recorded.
         feature: the local feature (default :class:`FeatureConfig`'s).
         match: pairing, matching and triangulation options.
+        descriptors: ``"point"`` (one descriptor per 3-D point, its track's medoid: smaller) or
+            ``"observation"`` (every observation its own).
         max_keyframes: use at most this many training images, evenly spread (0: all).
         num_threads: CPU threads for pycolmap.
         overwrite: rebuild even if ``output`` exists (and re-extract features).
@@ -524,6 +568,10 @@ def main(
         raise MapBuildError(f"output {output} must end in .npz (the map file is an .npz)")
     if max_keyframes < 0:
         raise MapBuildError(f"max_keyframes must be >= 0, got {max_keyframes}")
+    if descriptors not in DESCRIPTOR_MODES:
+        raise MapBuildError(
+            f"descriptors must be one of {', '.join(DESCRIPTOR_MODES)}, got {descriptors!r}"
+        )
     model_sha256 = None
     dataset_name = _dataset_name(dataset)
     if model is not None:
@@ -541,6 +589,7 @@ def main(
         "feature": feature.to_dict(),
         "match": {k: getattr(match, k) for k in match.__dataclass_fields__},
         "max_keyframes": max_keyframes,
+        "descriptors": descriptors,
         "scene_frame": scene_frame,
         "intrinsics": None if intrinsics is None else str(intrinsics),
     }
@@ -648,6 +697,14 @@ def main(
         obs_desc.append(features[i][1][kp_index])
         obs_pid.append(np.asarray(pid, dtype=np.int32))
         offsets.append(offsets[-1] + len(kp_index))
+    all_desc = np.concatenate(obs_desc).reshape(-1, feature.descriptor_bytes)
+    all_pid = np.concatenate(obs_pid)
+    if descriptors == "point":
+        descriptor_table = point_descriptors(all_desc, all_pid, len(point_ids), feature)
+        descriptor_index = all_pid.astype(np.int32)
+    else:
+        descriptor_table = all_desc
+        descriptor_index = np.arange(len(all_pid), dtype=np.int32)
     site_map = SiteMap(
         scene_frame=scene_frame,
         dataset=dataset_name,
@@ -658,8 +715,9 @@ def main(
         keyframe_T_world_camera=T,
         keyframe_obs_offset=np.asarray(offsets, dtype=np.int64),
         obs_xy=np.concatenate(obs_xy).astype(np.float32).reshape(-1, 2),
-        obs_descriptor=np.concatenate(obs_desc).reshape(-1, feature.descriptor_bytes),
-        obs_point_id=np.concatenate(obs_pid),
+        descriptor=descriptor_table,
+        obs_descriptor_index=descriptor_index,
+        obs_point_id=all_pid,
         point_xyz_m=xyz,
         point_rgb=rgb,
         point_error_px=error,
@@ -837,6 +895,13 @@ def build_parser() -> argparse.ArgumentParser:
         f" {defaults_m.max_reprojection_px})",
     )
     g.add_argument(
+        "--descriptors",
+        choices=DESCRIPTOR_MODES,
+        default="point",
+        help="point: one descriptor per 3-D point, its track's medoid (default; a few times"
+        " smaller); observation: every keypoint's own",
+    )
+    g.add_argument(
         "--max-keyframes",
         type=_int_at_least(0),
         default=0,
@@ -879,6 +944,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             model=args.model,
             feature=feature,
             match=match,
+            descriptors=args.descriptors,
             max_keyframes=args.max_keyframes,
             num_threads=args.threads,
             overwrite=args.overwrite,

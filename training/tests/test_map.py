@@ -349,3 +349,36 @@ def test_help_documents_every_flag(capsys):
     for action in parser._actions:
         assert action.help, f"{action.option_strings} has no help"
     assert "--epipolar-threshold-px" in text
+
+
+@pytest.mark.parametrize("kind", ["sift", "orb"])
+def test_point_descriptor_is_the_medoid_of_its_track(kind):
+    feature = FeatureConfig(type=kind)
+    rng = np.random.default_rng(0)
+    width = feature.descriptor_bytes
+    base = rng.integers(0, 120, width).astype(np.uint8)
+    near = base.copy()
+    near[:4] += 3
+    far = rng.integers(0, 255, width).astype(np.uint8)
+    single = rng.integers(0, 255, width).astype(np.uint8)
+    descriptors = np.stack([far, near, base, single, base])
+    point_ids = np.array([0, 0, 0, 1, 0])
+    out = map_step.point_descriptors(descriptors, point_ids, 2, feature)
+    assert out.shape == (2, width) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], base)  # closest to the others of point 0
+    np.testing.assert_array_equal(out[1], single)
+
+
+def test_observation_descriptors_are_larger_and_refine_too(dino_subset, dino_map, tmp_path):
+    out = tmp_path / "per_observation.npz"
+    shutil.copy(  # the feature cache of the same images and features: no re-extraction
+        dino_map.with_name("dino.map.features.npz"), tmp_path / "per_observation.features.npz"
+    )
+    map_step.main(str(dino_subset), out, descriptors="observation", progress=False)
+    per_obs, per_point = read_map(out), read_map(dino_map)
+    assert len(per_obs.descriptor) == per_obs.num_observations
+    assert len(per_point.descriptor) == per_point.num_points
+    assert len(per_obs.descriptor) > 2 * len(per_point.descriptor)
+    assert out.stat().st_size > dino_map.stat().st_size
+    with pytest.raises(map_step.MapBuildError, match="descriptors must be one of"):
+        map_step.main(str(dino_subset), tmp_path / "x.npz", descriptors="mean", progress=False)

@@ -397,7 +397,7 @@ class Refiner:
             s = self.map.keyframe_slice(i)
             qi, ri, dist = match_descriptors(
                 features.descriptors,
-                self.map.obs_descriptor[s],
+                self.map.keyframe_descriptors(i),
                 self.map.feature,
                 ratio=cfg.ratio,
                 mutual=cfg.mutual,
