@@ -117,7 +117,15 @@ def run_config(name: str, args: argparse.Namespace, images, poses, K) -> dict:
         return row
     out = args.work / f"{Path(args.dataset).name}-{name}.npz"
     t = time.perf_counter()
-    map_step.main(args.dataset, out, feature=config, overwrite=True, progress=False)
+    map_step.main(
+        args.dataset,
+        out,
+        feature=config,
+        descriptors=args.descriptors,
+        max_keyframes=args.max_keyframes,
+        overwrite=True,
+        progress=False,
+    )
     row["map_build_s"] = time.perf_counter() - t
     row["map_mb"] = out.stat().st_size / 1e6
     summary = bench_refine.run(
@@ -164,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=20, help="images timed for extraction (20)")
     p.add_argument("--pairs", type=int, default=30, help="consecutive pairs matched (30)")
     p.add_argument("--limit", type=int, default=0, help="test images refined (0: all)")
+    p.add_argument(
+        "--descriptors",
+        choices=map_step.DESCRIPTOR_MODES,
+        default="point",
+        help="map descriptors: one per 3-D point (default) or per observation",
+    )
+    p.add_argument("--max-keyframes", type=int, default=0, help="training images mapped (0: all)")
     p.add_argument(
         "--prior-noise", nargs=2, type=float, default=(0.026, 2.2), metavar=("M", "DEG")
     )
