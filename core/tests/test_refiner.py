@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 
 import numpy as np
 import pytest
@@ -187,3 +188,24 @@ def test_keyframe_selection_prefers_the_nearest_view(planar_map, scene_tools):
         chosen = refiner.select_keyframes(poses[index], scene_tools.K_640, (640, 480))
         assert chosen[0] == index
         assert len(chosen) == 3
+
+
+def test_per_observation_descriptors_take_the_per_keyframe_path(
+    planar_scene, planar_map, scene_tools
+):
+    """A map whose descriptors are not one per point is matched keyframe by keyframe."""
+    m = planar_map
+    doubled = dataclasses.replace(
+        m,
+        descriptor=np.concatenate([m.descriptor, m.descriptor]),
+        obs_descriptor_index=(np.arange(m.num_observations) + m.num_observations).astype(np.int32),
+    )
+    T_true = scene_tools.look_at(np.array([0.2, 0.15, -1.9]), np.array([0.1, 0.05, 0.0]))
+    image = planar_scene.render(T_true, scene_tools.K_640)
+    prior = _perturbed(T_true, (0.05, 0, 0), 2.0)
+    per_point, per_keyframe = Refiner(m), Refiner(doubled)
+    assert per_point._per_point and not per_keyframe._per_point
+    for refiner in (per_point, per_keyframe):
+        result = refiner.refine(image, scene_tools.K_640, prior)
+        assert result.success, result.message
+        assert np.linalg.norm(result.T_world_camera[:3, 3] - T_true[:3, 3]) < 0.005

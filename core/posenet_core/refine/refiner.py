@@ -8,8 +8,10 @@ Per frame (:meth:`Refiner.refine`):
    scene depth), and at least ``min_overlap`` of the keyframe's points projecting into the frame
    at the prior pose; the best ``num_keyframes`` are kept. No global descriptor is needed;
 2. the frame's local features (the map's extractor, :mod:`posenet_core.features`) are
-   matched to each keyframe's (ratio test, mutual nearest neighbours); each match names a 3-D
-   point; one 3-D point per frame keypoint and one keypoint per point are kept (the closest);
+   matched (ratio test, mutual nearest neighbours) to the 3-D points those keyframes see, once
+   each when the map has one descriptor per point (the builder's default), else to each
+   keyframe's own descriptors; one 3-D point per frame keypoint and one keypoint per point are
+   kept (the closest);
 3. PnP-RANSAC (AP3P) on the 2D-3D matches, then LM on the inliers
    (:func:`posenet_core.refine.pnp.solve_pnp_ransac`);
 4. accepted with at least ``min_inliers`` inliers and within ``max_prior_distance_m`` and
@@ -263,6 +265,12 @@ class Refiner:
                 depths[i] = 0.0
                 samples.append(np.zeros((0, 3)))
         self._median_depth = np.maximum(depths, 0.0)
+        # A map with one descriptor per 3-D point (the builder's default) is matched once against
+        # the union of the chosen keyframes' points: a point seen by all of them is compared once,
+        # and the ratio test never meets the same point twice.
+        self._per_point = len(site_map.descriptor) == site_map.num_points and np.array_equal(
+            site_map.obs_descriptor_index, site_map.obs_point_id
+        )
         self._samples = samples
         self._offsets = offsets
 
@@ -393,19 +401,37 @@ class Refiner:
             else normalized_descriptors(features.descriptors, self.map.feature)
         )
         q_all, p_all, d_all = [], [], []
-        for i in keyframes:
-            s = self.map.keyframe_slice(i)
+        if self._per_point:
+            points = np.unique(
+                np.concatenate(
+                    [self.map.obs_point_id[self.map.keyframe_slice(i)] for i in keyframes]
+                )
+            )
             qi, ri, dist = match_descriptors(
                 features.descriptors,
-                self.map.keyframe_descriptors(i),
+                self.map.descriptor[points],
                 self.map.feature,
                 ratio=cfg.ratio,
                 mutual=cfg.mutual,
                 query_normalized=query_norm,
             )
             q_all.append(qi)
-            p_all.append(self.map.obs_point_id[s][ri].astype(np.int64))
+            p_all.append(points[ri].astype(np.int64))
             d_all.append(dist)
+        else:
+            for i in keyframes:
+                s = self.map.keyframe_slice(i)
+                qi, ri, dist = match_descriptors(
+                    features.descriptors,
+                    self.map.keyframe_descriptors(i),
+                    self.map.feature,
+                    ratio=cfg.ratio,
+                    mutual=cfg.mutual,
+                    query_normalized=query_norm,
+                )
+                q_all.append(qi)
+                p_all.append(self.map.obs_point_id[s][ri].astype(np.int64))
+                d_all.append(dist)
         q = np.concatenate(q_all)
         p = np.concatenate(p_all)
         d = np.concatenate(d_all)
