@@ -89,7 +89,11 @@ class RefinerConfig:
         min_inliers: fewer inliers is "too few inliers".
         max_prior_distance_m, max_prior_angle_deg: a refined pose further from the prior is
             refused ("too far from prior"); 0 disables that check.
-        covariance_scale: factor on the PnP covariance (a calibration measured offline).
+        covariance_scale: factor on the PnP covariance. ``sigma^2 (J^T J)^-1`` alone came out
+            too small by a variance factor of 1.7-3.1 (median Mahalanobis distance) on
+            middlebury_dino and on the rendered room (BENCHMARKS.md, "Refinement"): map points
+            carry errors of their own and RANSAC trims the residuals. The default 3 makes it
+            about right on average; measure your site's with training/benchmarks/bench_refine.py.
         min_sigma_px: floor of the residual sigma in the covariance (0: none).
         seed: RANSAC's random seed (repeatable results).
     """
@@ -107,7 +111,7 @@ class RefinerConfig:
     min_inliers: int = 20
     max_prior_distance_m: float = 1.0
     max_prior_angle_deg: float = 20.0
-    covariance_scale: float = 1.0
+    covariance_scale: float = 3.0
     min_sigma_px: float = 0.0
     seed: int = 0
 
