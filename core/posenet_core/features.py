@@ -174,8 +174,13 @@ class Features:
 
 
 def _cv2():
-    import cv2  # lazy: importing posenet_core must not need OpenCV
-
+    try:
+        import cv2  # lazy: importing posenet_core must not need OpenCV
+    except ImportError as exc:
+        raise FeatureError(
+            f"local features need OpenCV ({exc}): pip install 'opencv-python-headless<5' "
+            "(or pip install './core[refine]')"
+        ) from None
     return cv2
 
 
