@@ -72,8 +72,8 @@ def onnx_priors(model: Path, images: list[np.ndarray], threads: int) -> list[np.
     """Priors from a model file, read and preprocessed the node's way (posenet_ros)."""
     import onnxruntime as ort
 
+    from posenet_core.preprocess import preprocess
     from posenet_ros.model_file import load_model_info
-    from posenet_ros.preprocess import preprocess
 
     info = load_model_info(str(model))
     options = ort.SessionOptions()

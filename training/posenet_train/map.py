@@ -54,6 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.datasets import PoseRecord
 from posenet_core.features import (
     FEATURE_TYPES,
     FeatureConfig,
@@ -62,6 +63,7 @@ from posenet_core.features import (
     extract_features,
     match_descriptors,
 )
+from posenet_core.geometry import pose_to_matrix
 from posenet_core.mapfile import (
     MapCamera,
     MapFileError,
@@ -70,10 +72,9 @@ from posenet_core.mapfile import (
     read_map,
     write_map,
 )
-from posenet_train.datasets import PoseRecord, detect_format, load_split, parse_dataset_spec
+from posenet_train.datasets import detect_format, load_split, parse_dataset_spec
 from posenet_train.datasets.colmap import find_model_dir
 from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.geometry import pose_to_matrix
 
 __all__ = [
     "DESCRIPTOR_MODES",

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from posenet_core.datasets import write_cambridge
 from posenet_core.features import FeatureConfig
+from posenet_core.geometry import pose_to_matrix
 from posenet_core.mapfile import MapCamera, dataset_fingerprint, read_map
 from posenet_core.refine import Refiner
 from posenet_train import map as map_step
-from posenet_train.datasets import load_split, write_cambridge
-from posenet_train.geometry import pose_to_matrix
+from posenet_train.datasets import load_split
 
 # Consecutive dino images on one ring of the gantry's hemisphere (train and test interleaved as in
 # the full set: every 4th image is a test image).
@@ -131,7 +132,7 @@ def test_corrupt_existing_map_is_an_error(dino_subset, tmp_path):
 
 def test_map_of_a_colmap_dataset_keeps_its_poses_and_camera(dino_subset, tmp_path):
     """A COLMAP model (what posenet_train.sfm writes) as input: its camera, its train split."""
-    from posenet_train.geometry import matrix_to_quat, quat_to_matrix
+    from posenet_core.geometry import matrix_to_quat, quat_to_matrix
 
     root = tmp_path / "colmap_dino"
     (root / "images").mkdir(parents=True)
