@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT_VERSION_NO_UNCERTAINTY",
     "KEY_ARCHITECTURE",
     "KEY_DATASET",
+    "KEY_DATASET_FINGERPRINT",
     "KEY_FORMAT",
     "KEY_INPUT",
     "KEY_INPUT_SIZE",
@@ -87,6 +88,9 @@ KEY_SCENE_FRAME = "posenet.scene_frame"
 KEY_ARCHITECTURE = "posenet.architecture"
 KEY_DATASET = "posenet.dataset"
 KEY_MEDIAN_ERROR = "posenet.median_error"
+# SHA-256 of the training split (posenet_core.mapfile.split_fingerprint): a map file records the
+# same, and the node refuses a map of another dataset version. Optional (older files lack it).
+KEY_DATASET_FINGERPRINT = "posenet.dataset_fingerprint"
 
 REQUIRED_KEYS: tuple[str, ...] = (
     KEY_FORMAT,
@@ -96,7 +100,12 @@ REQUIRED_KEYS: tuple[str, ...] = (
     KEY_RESIZE,
     KEY_SCENE_FRAME,
 )
-OPTIONAL_KEYS: tuple[str, ...] = (KEY_ARCHITECTURE, KEY_DATASET, KEY_MEDIAN_ERROR)
+OPTIONAL_KEYS: tuple[str, ...] = (
+    KEY_ARCHITECTURE,
+    KEY_DATASET,
+    KEY_MEDIAN_ERROR,
+    KEY_DATASET_FINGERPRINT,
+)
 
 EXPORT_HINT = (
     "export one with `python -m posenet_train.export --checkpoint CKPT --output model.onnx` "
@@ -372,6 +381,7 @@ def contract_metadata(
     dataset: str,
     median_error: str,
     uncertainty_output: str | None = None,
+    dataset_fingerprint: str | None = None,
 ) -> dict[str, str]:
     """The ``posenet.*`` metadata of a model file (what the trainer's export writes).
 
@@ -392,5 +402,7 @@ def contract_metadata(
     }
     if uncertainty_output:
         metadata[UNCERTAINTY_KEY] = uncertainty_output
+    if dataset_fingerprint:
+        metadata[KEY_DATASET_FINGERPRINT] = dataset_fingerprint
     parse_metadata(metadata, "<being written>")
     return metadata
