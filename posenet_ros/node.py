@@ -36,6 +36,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -967,6 +968,13 @@ def main(args: list[str] | None = None) -> int:
     except (ModelFileError, BackendError, PoseNetError) as e:
         # Start-up failure: say what is wrong and how to fix it, and exit non-zero.
         rclpy.logging.get_logger("relocalizer").fatal(f"cannot start: {e}")
+        return EXIT_STARTUP_FAILURE
+    except ParameterException as e:
+        # A value outside its descriptor's range or of the wrong type (rclpy's reason names
+        # the parameter, the value and the range).
+        rclpy.logging.get_logger("relocalizer").fatal(
+            f"cannot start: {e} (see config/relocalize.yaml for every parameter's range)"
+        )
         return EXIT_STARTUP_FAILURE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
