@@ -67,6 +67,9 @@ from posenet_ros.msg import PoseEstimate
 from posenet_ros.pipeline import Relocalizer, pose_covariance
 from posenet_ros.refine_stage import (
     FAILURE_ERROR,
+    NICE_PARAMETER,
+    OPENCV_THREADS_PARAMETER,
+    RATE_PARAMETER,
     REFINE_PARAMETERS,
     SOURCE_REFINED,
     PoseOutput,
@@ -253,7 +256,16 @@ class RelocalizerNode(Node):
         values = {spec.name: self.get_parameter(spec.name).value for spec in REFINE_PARAMETERS}
         refiner = Refiner(site_map, refiner_config_from_parameters(values))
         self._map_summary = f"{map_path} ({site_map.summary()})"
-        return RefineStage(refiner, values["refine.rate_hz"], self._on_refined)
+        if values[OPENCV_THREADS_PARAMETER] > 0:
+            import cv2
+
+            cv2.setNumThreads(int(values[OPENCV_THREADS_PARAMETER]))
+        return RefineStage(
+            refiner,
+            values[RATE_PARAMETER],
+            self._on_refined,
+            thread_nice=values[NICE_PARAMETER],
+        )
 
     # ----------------------------------------------------------------------------- parameters
     def _declare_parameters(self) -> None:

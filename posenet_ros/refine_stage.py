@@ -22,6 +22,7 @@ How a frame flows when a map is given (``map_path``):
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -213,6 +214,10 @@ class ParameterSpec:
 
 _CONFIG_DEFAULTS = RefinerConfig()
 RATE_PARAMETER = "refine.rate_hz"
+NICE_PARAMETER = "refine.thread_nice"
+OPENCV_THREADS_PARAMETER = "refine.opencv_threads"
+# The stage's own parameters; every other refine.* one is a RefinerConfig field.
+STAGE_PARAMETERS = (RATE_PARAMETER, NICE_PARAMETER, OPENCV_THREADS_PARAMETER)
 DEFAULT_RATE_HZ = 5.0
 # refine.<field> -> RefinerConfig.<field>; every field but the seed (fixed for repeatable runs).
 REFINE_PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -223,6 +228,24 @@ REFINE_PARAMETERS: tuple[ParameterSpec, ...] = (
         "its duration, so the real rate is min(rate_hz, 1 / refinement time).",
         0.01,
         1000.0,
+    ),
+    ParameterSpec(
+        NICE_PARAMETER,
+        10,
+        "Niceness added to the refine worker thread (Linux), so the prior's thread wins the CPU "
+        "when both want it: the prior's latency stays, refinement takes what is left. 0: same "
+        "priority as the prior.",
+        0,
+        19,
+    ),
+    ParameterSpec(
+        OPENCV_THREADS_PARAMETER,
+        1,
+        "OpenCV threads of the whole process (cv2.setNumThreads), used by the feature "
+        "extraction: 1 keeps refinement on one core, leaving the others to the prior; 0: "
+        "OpenCV's default (all cores).",
+        0,
+        256,
     ),
     ParameterSpec(
         "refine.num_keyframes",
@@ -334,12 +357,12 @@ _CONFIG_FIELDS = {f.name for f in fields(RefinerConfig)}
 def refiner_config_from_parameters(values: Mapping[str, Any]) -> RefinerConfig:
     """The RefinerConfig of the node's ``refine.*`` parameter values (name -> value).
 
-    ``refine.rate_hz`` is the stage's, not the refiner's, and is ignored here. Raises RefineError
-    naming the first bad value.
+    The stage's own parameters (``STAGE_PARAMETERS``: rate, thread niceness, OpenCV threads) are
+    ignored here. Raises RefineError naming the first bad value.
     """
     config: dict[str, Any] = {}
     for name, value in values.items():
-        if not name.startswith("refine.") or name == RATE_PARAMETER:
+        if not name.startswith("refine.") or name in STAGE_PARAMETERS:
             continue
         key = name[len("refine.") :]
         if key not in _CONFIG_FIELDS:
@@ -550,6 +573,7 @@ class RefineStage:
             refinement: ``result`` the RefinementResult, or None and ``error`` the exception
             text when the refiner raised.
         clock: monotonic seconds (tests pass their own).
+        thread_nice: niceness added to the worker thread (Linux; elsewhere ignored).
     """
 
     def __init__(
@@ -558,6 +582,7 @@ class RefineStage:
         rate_hz: float,
         on_done: Callable[[RefineJob, RefinementResult | None, str], None],
         clock: Callable[[], float] = time.monotonic,
+        thread_nice: int = 0,
     ) -> None:
         reason = check_rate_hz(rate_hz)
         if reason:
@@ -568,6 +593,8 @@ class RefineStage:
         self._clock = clock
         self._last_start: float | None = None
         self._lock = threading.Lock()
+        self._thread_nice = int(thread_nice)
+        self.thread_nice_applied: int | None = None
         self.cameras = CameraInfoBook()
         self._worker: LatestFrameWorker[RefineJob] = LatestFrameWorker(
             self._run, name="posenet-refine"
@@ -591,7 +618,23 @@ class RefineStage:
             self._last_start = now
             return True
 
+    def _lower_priority(self) -> None:
+        """Once, on the worker thread: add ``thread_nice`` to its niceness (Linux threads have
+        their own; POSIX setpriority on a thread id). Unprivileged users may raise it."""
+        self.thread_nice_applied = 0
+        if self._thread_nice <= 0 or not hasattr(os, "setpriority"):
+            return
+        try:
+            tid = threading.get_native_id()
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(current + self._thread_nice, 19))
+            self.thread_nice_applied = os.getpriority(os.PRIO_PROCESS, tid) - current
+        except OSError:
+            pass
+
     def _run(self, job: RefineJob) -> None:
+        if self.thread_nice_applied is None:
+            self._lower_priority()
         try:
             result = self.refiner.refine(
                 job.rgb_HWC,

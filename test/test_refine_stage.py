@@ -3,6 +3,7 @@ refine.* parameters, the output choice, the worker's rate and the counters."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -22,6 +23,7 @@ from posenet_ros.refine_stage import (
     SKIP_NO_CAMERA_INFO,
     SOURCE_PRIOR,
     SOURCE_REFINED,
+    STAGE_PARAMETERS,
     CameraInfoBook,
     CameraInfoError,
     PoseOutput,
@@ -133,7 +135,7 @@ def test_camera_info_book_matches_by_stamp_then_latest():
 def test_every_refiner_setting_but_the_seed_is_a_parameter_with_its_default():
     names = {spec.name for spec in REFINE_PARAMETERS}
     fields = set(RefinerConfig.__dataclass_fields__) - {"seed"}
-    assert names == {"refine.rate_hz"} | {f"refine.{f}" for f in fields}
+    assert names == set(STAGE_PARAMETERS) | {f"refine.{f}" for f in fields}
     defaults = {spec.name: spec.default for spec in REFINE_PARAMETERS}
     assert refiner_config_from_parameters(defaults) == RefinerConfig()
     for spec in REFINE_PARAMETERS:
@@ -333,6 +335,26 @@ def test_stage_reports_a_refiner_exception_and_keeps_working():
     finally:
         stage.stop()
     assert done == [(None, "ValueError: boom")]
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="POSIX thread priorities")
+def test_the_worker_thread_runs_nicer_than_the_caller():
+    seen: list[int] = []
+    event = threading.Event()
+
+    class Recorder:
+        def refine(self, *args, **kwargs):
+            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return refinement(True)
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    stage = RefineStage(Recorder(), 1000.0, lambda *a: event.set(), thread_nice=5)
+    try:
+        assert stage.offer(job(1)) and event.wait(5.0)
+    finally:
+        stage.stop()
+    assert seen == [min(before + 5, 19)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # caller's
 
 
 @pytest.mark.parametrize("rate", [0.0, -1.0, float("nan"), True])
