@@ -768,7 +768,7 @@ class RelocalizerNode(Node):
                 more = f" ({suppressed} more like it suppressed)" if suppressed else ""
                 self.get_logger().info(text + more)
             message = text
-        self.refine_stats.on_done(output, message, latency_ms)
+        self.refine_stats.on_done(output, message, latency_ms, job.cpu_s * 1e3)
         if output.decision.accepted:
             self.stats.on_published_late()
         else:
@@ -931,6 +931,7 @@ class RelocalizerNode(Node):
             "success_share": f"{r.success_share:.3f}",
             "refine_ms_median": f"{r.refine_ms_median:.1f}",
             "refine_ms_p99": f"{r.refine_ms_p99:.1f}",
+            "refine_cpu_ms_median": f"{r.refine_cpu_ms_median:.1f}",
             "latency_ms_median": f"{r.latency_ms_median:.1f}",
             "latency_ms_p99": f"{r.latency_ms_p99:.1f}",
             "refinements": str(r.attempted),

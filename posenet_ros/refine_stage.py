@@ -476,6 +476,7 @@ class RefineSnapshot:
     success_share: float  # of the attempts in the window; nan without attempts
     refine_ms_median: float
     refine_ms_p99: float
+    refine_cpu_ms_median: float  # CPU time of the refine thread per refinement
     latency_ms_median: float  # image stamp -> publish, refined-path frames
     latency_ms_p99: float
     attempted: int
@@ -497,6 +498,7 @@ class RefineStats:
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.last_failure = ""
         self._refine_ms: deque[float] = deque(maxlen=window_len)
+        self._cpu_ms: deque[float] = deque(maxlen=window_len)
         self._latency_ms: deque[float] = deque(maxlen=window_len)
         self._window_start = clock()
         self._window_attempted = 0
@@ -506,12 +508,16 @@ class RefineStats:
         with self._lock:
             self.skipped[reason] += 1
 
-    def on_done(self, output: PoseOutput, message: str, latency_ms: float) -> None:
+    def on_done(
+        self, output: PoseOutput, message: str, latency_ms: float, cpu_ms: float = float("nan")
+    ) -> None:
         """Count one finished refinement (success or failure) of the published ``output``."""
         with self._lock:
             self.attempted += 1
             self._window_attempted += 1
             self._refine_ms.append(output.refinement_time_s * 1e3)
+            if math.isfinite(cpu_ms):
+                self._cpu_ms.append(cpu_ms)
             self._latency_ms.append(latency_ms)
             if output.source == SOURCE_REFINED:
                 self.refined += 1
@@ -532,6 +538,7 @@ class RefineStats:
                 success_share=self._window_refined / attempts if attempts else float("nan"),
                 refine_ms_median=_median(self._refine_ms),
                 refine_ms_p99=_p99(self._refine_ms),
+                refine_cpu_ms_median=_median(self._cpu_ms),
                 latency_ms_median=_median(self._latency_ms),
                 latency_ms_p99=_p99(self._latency_ms),
                 attempted=self.attempted,
@@ -545,6 +552,7 @@ class RefineStats:
                 self._window_attempted = 0
                 self._window_refined = 0
                 self._refine_ms.clear()
+                self._cpu_ms.clear()
                 self._latency_ms.clear()
         return snap
 
@@ -561,6 +569,9 @@ class RefineJob:
     prior_T_world_camera: np.ndarray
     prior: PoseOutput
     context: Any = None
+    # CPU time of the refinement on the worker thread, s (set by the stage before on_done; with
+    # refine.opencv_threads 1 all of its work runs on that thread).
+    cpu_s: float = 0.0
 
 
 class RefineStage:
@@ -635,6 +646,7 @@ class RefineStage:
     def _run(self, job: RefineJob) -> None:
         if self.thread_nice_applied is None:
             self._lower_priority()
+        cpu0 = time.thread_time()
         try:
             result = self.refiner.refine(
                 job.rgb_HWC,
@@ -643,8 +655,10 @@ class RefineStage:
                 dist_coeffs=job.intrinsics.dist_coeffs,
             )
         except Exception as exc:  # noqa: BLE001 - the frame must still be published
+            job.cpu_s = time.thread_time() - cpu0
             self._on_done(job, None, f"{type(exc).__name__}: {exc}")
             return
+        job.cpu_s = time.thread_time() - cpu0
         self._on_done(job, result, "")
 
     def stop(self, timeout_s: float = 5.0) -> None:

@@ -370,7 +370,7 @@ def test_stats_count_successes_failures_and_skips():
     stats.on_done(choose_output(prior_output(), refinement(True), gates), "ok", 120.0)
     stats.on_done(choose_output(prior_output(), refinement(True), gates), "ok", 140.0)
     failed = choose_output(prior_output(), refinement(False, "no_texture"), gates)
-    stats.on_done(failed, "3 keypoints", 60.0)
+    stats.on_done(failed, "3 keypoints", 60.0, cpu_ms=20.0)
     stats.on_skipped(SKIP_NO_CAMERA_INFO)
     clock.t += 2.0
     snap = stats.snapshot()
@@ -381,6 +381,7 @@ def test_stats_count_successes_failures_and_skips():
     assert snap.failures["no_texture"] == 1 and snap.skipped[SKIP_NO_CAMERA_INFO] == 1
     assert snap.latency_ms_median == pytest.approx(120.0)
     assert snap.refine_ms_median == pytest.approx(50.0)
+    assert snap.refine_cpu_ms_median == pytest.approx(20.0)
     assert snap.last_failure == "3 keypoints"
     clock.t += 1.0
     empty = stats.snapshot()
@@ -409,12 +410,14 @@ def test_stage_with_the_real_refiner_on_the_planar_scene():
     book.add(7, camera_info())
     found = book.lookup(7, rgb.shape[1], rgb.shape[0])
     results: list = []
+    jobs: list = []
     event = threading.Event()
     stage = RefineStage(
         Refiner(planar_scene.build_site_map(scene)),
         rate_hz=5.0,
         on_done=lambda j, r, e: (
             results.append(choose_output(j.prior, r, GateConfig())),
+            jobs.append(j),
             event.set(),
         ),
     )
@@ -427,3 +430,5 @@ def test_stage_with_the_real_refiner_on_the_planar_scene():
     assert out.source == SOURCE_REFINED, out.refinement_failure
     assert np.linalg.norm(out.position_m - T_true[:3, 3]) < 0.005
     assert out.refinement_inliers >= 50
+    (job_done,) = jobs
+    assert 0.0 < job_done.cpu_s < 30.0
