@@ -71,6 +71,7 @@ from posenet_ros.refine_stage import (
     OPENCV_THREADS_PARAMETER,
     RATE_PARAMETER,
     REFINE_PARAMETERS,
+    SKIP_NO_CAMERA_INFO,
     SOURCE_REFINED,
     PoseOutput,
     RefineJob,
@@ -100,6 +101,9 @@ EXIT_STARTUP_FAILURE = 2
 DATASET_FINGERPRINT_KEY = "posenet.dataset_fingerprint"
 _DIGITS = re.compile(r"\d+")
 NO_INPUT_WARN_S = 5.0
+# A camera publishes image and camera_info together; the first images may arrive before the
+# first camera_info. "No camera_info" is said only after this long without one.
+NO_CAMERA_INFO_GRACE_S = 1.0
 
 
 # Node parameter -> GateConfig field (same names).
@@ -207,6 +211,7 @@ class RelocalizerNode(Node):
         self._refine: RefineStage | None = None
         self._refine_said: set[str] = set()
         self._last_refine_problem = ""
+        self._first_frame_time: float | None = None
         self._map_summary = ""
         if self.get_parameter("map_path").value:
             self._refine = self._start_refinement(info)
@@ -729,8 +734,16 @@ class RelocalizerNode(Node):
         stamp = msg.header.stamp
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
         found = self._refine.cameras.lookup(stamp_ns, rgb.shape[1], rgb.shape[0])
+        now = time.monotonic()
+        if self._first_frame_time is None:
+            self._first_frame_time = now
         if found.intrinsics is None:
             self.refine_stats.on_skipped(found.problem)
+            if (
+                found.problem == SKIP_NO_CAMERA_INFO
+                and now - self._first_frame_time < NO_CAMERA_INFO_GRACE_S
+            ):
+                return False  # its camera_info may be on the way
             self._say_once(
                 found.problem, f"pose refinement paused, publishing the prior: {found.detail}"
             )

@@ -191,20 +191,19 @@ def test_no_camera_info_wrong_size_and_no_texture_fall_back_to_the_prior(tmp_pat
         def published_prior(ns):
             return lambda: any(e.source == "prior" for e in h.estimates(ns))
 
-        # 1. No CameraInfo at all: prior only, said once, counted.
+        # 1. No CameraInfo at all: prior only, said once (after a grace period of 1 s in which
+        # it may still come), counted.
         first = []
-        for _ in range(3):
+        while len(first) < 20 and "no CameraInfo" not in h.refine_diag().get("message", ""):
             ns = clock.now().nanoseconds
             first.append(ns)
             assert h.send(image_msg(textured, "rgb8", ns), None, published_prior(ns))
             h.peer.spin_until(lambda: False, 0.25, h.proc)  # let the refine period pass
+        assert "no CameraInfo" in h.refine_diag()["message"], h.proc.output
         for ns in first:
             (est,) = h.estimates(ns)
             assert est.accepted and not est.refinement_attempted and est.refinement_failure == ""
-        assert h.peer.spin_until(
-            lambda: int(h.refine_diag().get("skipped_no_camera_info", 0)) >= 2, 10.0, h.proc
-        )
-        assert "no CameraInfo" in h.refine_diag()["message"]
+        assert int(h.refine_diag()["skipped_no_camera_info"]) >= 2
 
         # 2. CameraInfo of another size: prior only, said once, counted.
         for _ in range(2):

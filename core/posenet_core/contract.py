@@ -20,6 +20,9 @@ key                        meaning
 output``                   ``[N,6]`` (x, y, z position in m^2 in the scene frame; rotation
                            about the scene frame's fixed x, y, z axes in rad^2) or ``[N,2]``
                            (isotropic: one position and one rotation log-variance)
+``posenet.dataset_         optional: SHA-256 of the training split's image names and poses
+fingerprint``              (``posenet_core.mapfile.split_fingerprint``); a map file of another
+                           fingerprint is refused by the node
 =========================  =================================================================
 
 The rotation part of the uncertainty is the variance of a small-angle rotation vector
@@ -100,12 +103,7 @@ REQUIRED_KEYS: tuple[str, ...] = (
     KEY_RESIZE,
     KEY_SCENE_FRAME,
 )
-OPTIONAL_KEYS: tuple[str, ...] = (
-    KEY_ARCHITECTURE,
-    KEY_DATASET,
-    KEY_MEDIAN_ERROR,
-    KEY_DATASET_FINGERPRINT,
-)
+OPTIONAL_KEYS: tuple[str, ...] = (KEY_ARCHITECTURE, KEY_DATASET, KEY_MEDIAN_ERROR)
 
 EXPORT_HINT = (
     "export one with `python -m posenet_train.export --checkpoint CKPT --output model.onnx` "
