@@ -1,12 +1,14 @@
 """Start the posenet_ros relocalizer (and optionally RViz).
 
     ros2 launch posenet_ros relocalize.launch.py model_path:=/path/model.onnx \
-        image_topic:=/camera/color/image_raw
+        image_topic:=/camera/color/image_raw [map_path:=/path/site.map.npz]
 
 Every node parameter lives in one file (params_file, default config/relocalize.yaml); this file
-only overrides model_path and use_compressed when they are given on the command line. What it
-starts is exactly `relocalizer --ros-args --params-file PARAMS -p ... -r image:=TOPIC`, which the
-test suite runs directly.
+only overrides model_path, map_path and use_compressed when they are given on the command line.
+What it starts is exactly `relocalizer --ros-args --params-file PARAMS -p ... -r image:=TOPIC
+-r camera_info:=INFO_TOPIC`, which the test suite runs directly. INFO_TOPIC defaults to the image
+topic's sibling `camera_info` (image_transport's convention: /camera/image_raw ->
+/camera/camera_info).
 """
 
 import os
@@ -23,11 +25,15 @@ from launch import LaunchDescription
 def _relocalizer(context):
     value = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     overrides = {}
-    if value("model_path"):
-        overrides["model_path"] = value("model_path")
+    for name in ("model_path", "map_path"):
+        if value(name):
+            overrides[name] = value(name)
     if value("use_compressed"):
         overrides["use_compressed"] = value("use_compressed").lower() in ("true", "1", "yes")
     image_topic = value("image_topic")
+    camera_info_topic = value("camera_info_topic") or (
+        image_topic.rsplit("/", 1)[0] + "/camera_info" if "/" in image_topic else "camera_info"
+    )
     return [
         Node(
             package="posenet_ros",
@@ -36,7 +42,11 @@ def _relocalizer(context):
             namespace=value("namespace"),
             output="screen",
             parameters=[value("params_file"), overrides],
-            remappings=[("image", image_topic), ("image/compressed", image_topic + "/compressed")],
+            remappings=[
+                ("image", image_topic),
+                ("image/compressed", image_topic + "/compressed"),
+                ("camera_info", camera_info_topic),
+            ],
             arguments=["--ros-args", "--log-level", value("log_level")],
         )
     ]
@@ -71,6 +81,18 @@ def generate_launch_description():
                 "image_topic",
                 default_value="/camera/image_raw",
                 description="Camera image topic; with use_compressed, TOPIC/compressed is used",
+            ),
+            DeclareLaunchArgument(
+                "map_path",
+                default_value="",
+                description="Map file (.npz) of the site: turns pose refinement on (overrides "
+                "params_file when given)",
+            ),
+            DeclareLaunchArgument(
+                "camera_info_topic",
+                default_value="",
+                description="CameraInfo topic for refinement; empty: image_topic's sibling "
+                "camera_info",
             ),
             DeclareLaunchArgument(
                 "use_compressed",

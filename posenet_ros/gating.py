@@ -94,6 +94,36 @@ class GateDecision:
     detail: str = ""
 
 
+def uncertainty_decision(config: GateConfig, stddev: np.ndarray | list[float]) -> GateDecision:
+    """The uncertainty gates alone (1 and 2 above): stateless, so any thread may ask.
+
+    ``stddev`` holds the six standard deviations of the published covariance (x, y, z in m,
+    rotations in rad). Counts nothing; :meth:`PoseGate.check` counts its own rejections.
+    """
+    sigma = np.asarray(stddev, dtype=np.float64).reshape(6)
+    largest_position = float(np.max(sigma[:3]))
+    largest_rotation = float(np.max(sigma[3:]))
+    if config.max_position_stddev_m > 0.0 and not (
+        largest_position <= config.max_position_stddev_m
+    ):
+        return GateDecision(
+            False,
+            REASON_POSITION_STDDEV,
+            f"position stddev {largest_position:.3g} m > max_position_stddev_m "
+            f"{config.max_position_stddev_m:g}",
+        )
+    if config.max_rotation_stddev_rad > 0.0 and not (
+        largest_rotation <= config.max_rotation_stddev_rad
+    ):
+        return GateDecision(
+            False,
+            REASON_ROTATION_STDDEV,
+            f"rotation stddev {largest_rotation:.3g} rad > max_rotation_stddev_rad "
+            f"{config.max_rotation_stddev_rad:g}",
+        )
+    return GateDecision(True)
+
+
 class PoseGate:
     """Applies a :class:`GateConfig` to a stream of estimates; keeps the speed reference.
 
@@ -134,23 +164,9 @@ class PoseGate:
         """
         cfg = self.config
         position = np.asarray(position_m, dtype=np.float64).reshape(3)
-        sigma = np.asarray(stddev, dtype=np.float64).reshape(6)
-        largest_position = float(np.max(sigma[:3]))
-        largest_rotation = float(np.max(sigma[3:]))
-        if cfg.max_position_stddev_m > 0.0 and not largest_position <= cfg.max_position_stddev_m:
-            return self._reject(
-                REASON_POSITION_STDDEV,
-                f"position stddev {largest_position:.3g} m > max_position_stddev_m "
-                f"{cfg.max_position_stddev_m:g}",
-            )
-        if cfg.max_rotation_stddev_rad > 0.0 and not (
-            largest_rotation <= cfg.max_rotation_stddev_rad
-        ):
-            return self._reject(
-                REASON_ROTATION_STDDEV,
-                f"rotation stddev {largest_rotation:.3g} rad > max_rotation_stddev_rad "
-                f"{cfg.max_rotation_stddev_rad:g}",
-            )
+        verdict = uncertainty_decision(cfg, stddev)
+        if not verdict.accepted:
+            return self._reject(verdict.reason, verdict.detail)
         if cfg.max_speed_m_s > 0.0 and self._reference_position_m is not None:
             dt_s = (int(stamp_ns) - int(self._reference_stamp_ns)) * 1e-9
             if dt_s < 0.0:

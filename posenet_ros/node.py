@@ -3,7 +3,8 @@
 Thin by design: parameters, topics, TF and diagnostics are wired here; decoding, preprocessing,
 inference and pose checks live in ``posenet_ros.pipeline`` and the modules it uses.
 
-Subscribes  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage)
+Subscribes  ``image`` (sensor_msgs/Image) or ``image/compressed`` (sensor_msgs/CompressedImage);
+            with a ``map_path``, also ``camera_info`` (sensor_msgs/CameraInfo)
 Publishes   ``pose`` (PoseStamped), ``pose_with_covariance`` (PoseWithCovarianceStamped),
             ``estimate`` (posenet_ros/PoseEstimate), ``/tf`` (scene frame -> camera frame),
             ``base_pose_with_covariance`` (PoseWithCovarianceStamped, with ``base_frame``),
@@ -12,6 +13,12 @@ Every output carries the image's header stamp. The covariance is the model's per
 uncertainty when the model file has one (format 2), else the fixed diagonal of the parameters.
 Estimates refused by the outlier gates (``posenet_ros.gating``) go out on ``estimate`` only,
 flagged ``accepted = false``.
+
+With a map file (``map_path``), up to ``refine.rate_hz`` frames per second are refined against it
+on a worker of their own (``posenet_ros.refine_stage``): those frames are published when their
+refinement ends, with the refined pose and its PnP covariance when it succeeded (``source``
+"refined" on ``estimate``), else with the prior. Every other frame is published with the prior at
+once.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from posenet_core.covariance import (
     base_pose_with_covariance,
@@ -39,6 +47,10 @@ from posenet_core.covariance import (
     extrinsic_from_parameters,
     stddev_from_covariance,
 )
+from posenet_core.features import FeatureError, create_detector
+from posenet_core.geometry import pose_to_matrix
+from posenet_core.mapfile import MapFileError, check_compatible, read_map
+from posenet_core.refine import RefineError, RefinementResult, Refiner
 from posenet_ros.backends import BACKEND_CHOICES
 from posenet_ros.errors import (
     BackendError,
@@ -53,6 +65,22 @@ from posenet_ros.gating import GateConfig, GateDecision, PoseGate
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS
 from posenet_ros.msg import PoseEstimate
 from posenet_ros.pipeline import Relocalizer, pose_covariance
+from posenet_ros.refine_stage import (
+    FAILURE_ERROR,
+    NICE_PARAMETER,
+    OPENCV_THREADS_PARAMETER,
+    RATE_PARAMETER,
+    REFINE_PARAMETERS,
+    SKIP_NO_CAMERA_INFO,
+    SOURCE_REFINED,
+    PoseOutput,
+    RefineJob,
+    RefineStage,
+    RefineStats,
+    check_rate_hz,
+    choose_output,
+    refiner_config_from_parameters,
+)
 from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
 from posenet_ros.ros_common import descriptor as _descriptor
 from posenet_ros.stats import (
@@ -69,8 +97,13 @@ OUTPUT_QOS = reliable_qos(10)
 TF_QOS = reliable_qos(100)  # what tf2_ros.TransformBroadcaster uses
 
 EXIT_STARTUP_FAILURE = 2
+# The model file key that names its training split (posenet_train.export writes it).
+DATASET_FINGERPRINT_KEY = "posenet.dataset_fingerprint"
 _DIGITS = re.compile(r"\d+")
 NO_INPUT_WARN_S = 5.0
+# A camera publishes image and camera_info together; the first images may arrive before the
+# first camera_info. "No camera_info" is said only after this long without one.
+NO_CAMERA_INFO_GRACE_S = 1.0
 
 
 # Node parameter -> GateConfig field (same names).
@@ -174,6 +207,15 @@ class RelocalizerNode(Node):
             self.tf_pub = self.create_publisher(self._tf_type, "/tf", TF_QOS)
 
         self._compressed = self.get_parameter("use_compressed").value
+        self.refine_stats = RefineStats()
+        self._refine: RefineStage | None = None
+        self._refine_said: set[str] = set()
+        self._last_refine_problem = ""
+        self._first_frame_time: float | None = None
+        self._map_summary = ""
+        if self.get_parameter("map_path").value:
+            self._refine = self._start_refinement(info)
+            self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, CAMERA_QOS)
         self._worker: LatestFrameWorker = LatestFrameWorker(self._process)
         if self._compressed:
             self.create_subscription(
@@ -192,6 +234,42 @@ class RelocalizerNode(Node):
             f"'{self.resolve_topic_name('image/compressed' if self._compressed else 'image')}'; "
             f"covariance from {self._covariance_source}"
             + (f"; base pose of '{self._base_frame}' published" if self._base_frame else "")
+            + (
+                f"; refining up to {self.get_parameter('refine.rate_hz').value:g} frames/s "
+                f"against map {self._map_summary}, intrinsics from "
+                f"'{self.resolve_topic_name('camera_info')}'"
+                if self._refine is not None
+                else "; refinement off (no map_path)"
+            )
+        )
+
+    def _start_refinement(self, info) -> RefineStage:
+        """Load the map file, check it belongs to this model and frame, start the worker."""
+        map_path = self.get_parameter("map_path").value
+        site_map = read_map(map_path)
+        check_compatible(
+            site_map,
+            scene_frame=self._frame_id,
+            dataset=info.dataset,
+            dataset_fingerprint=info.metadata.get(DATASET_FINGERPRINT_KEY) or None,
+            where=f"map file {map_path} (map_path) with model {info.path}",
+        )
+        try:
+            create_detector(site_map.feature)  # fails now, not on the first frame
+        except FeatureError as e:
+            raise MapFileError(f"map file {map_path}: {e}") from None
+        values = {spec.name: self.get_parameter(spec.name).value for spec in REFINE_PARAMETERS}
+        refiner = Refiner(site_map, refiner_config_from_parameters(values))
+        self._map_summary = f"{map_path} ({site_map.summary()})"
+        if values[OPENCV_THREADS_PARAMETER] > 0:
+            import cv2
+
+            cv2.setNumThreads(int(values[OPENCV_THREADS_PARAMETER]))
+        return RefineStage(
+            refiner,
+            values[RATE_PARAMETER],
+            self._on_refined,
+            thread_nice=values[NICE_PARAMETER],
         )
 
     # ----------------------------------------------------------------------------- parameters
@@ -455,6 +533,31 @@ class RelocalizerNode(Node):
                 ),
             ),
         ]
+        params.append(
+            (
+                "map_path",
+                "",
+                _descriptor(
+                    "Map file of the site (.npz, `python -m posenet_train.map` writes it) for "
+                    "pose refinement; empty: refinement off, every pose is the PoseNet prior. "
+                    "Needs camera_info.",
+                    S,
+                    read_only=True,
+                ),
+            )
+        )
+        for spec in REFINE_PARAMETERS:
+            if isinstance(spec.default, bool):
+                d = _descriptor(spec.description, B, read_only=True)
+            elif isinstance(spec.default, int):
+                d = _descriptor(
+                    spec.description, INT, read_only=True, int_range=(spec.low, spec.high)
+                )
+            else:
+                d = _descriptor(
+                    spec.description, D, read_only=True, float_range=(spec.low, spec.high)
+                )
+            params.append((spec.name, spec.default, d))
         for name, default, descriptor in params:
             self.declare_parameter(name, default, descriptor)
 
@@ -496,6 +599,14 @@ class RelocalizerNode(Node):
             )
         except InvalidPoseError as e:
             return f"camera_to_base_translation_m / camera_to_base_quat_xyzw: {e}"
+        values = {spec.name: self.get_parameter(spec.name).value for spec in REFINE_PARAMETERS}
+        reason = check_rate_hz(values["refine.rate_hz"])
+        if reason:
+            return reason
+        try:
+            refiner_config_from_parameters(values)
+        except RefineError as e:
+            return str(e)
         return self._gate_config({}).check()
 
     def _gate_config(self, changes: dict) -> GateConfig:
@@ -559,12 +670,24 @@ class RelocalizerNode(Node):
             more = f" ({suppressed} more like it suppressed)" if suppressed else ""
             self.get_logger().error(text + more)
 
+    def _on_camera_info(self, msg) -> None:
+        stamp = msg.header.stamp
+        self._refine.cameras.add(stamp.sec * 1_000_000_000 + stamp.nanosec, msg)
+
+    def _say_once(self, key: str, text: str) -> None:
+        """Log a refinement condition once per run (diagnostics count every occurrence)."""
+        if key not in self._refine_said:
+            self._refine_said.add(key)
+            self.get_logger().warning(text)
+
     def _process(self, msg) -> None:
         t_start = time.perf_counter()
         if self._params_dirty:
             self._apply_dynamic_parameters()
         try:
-            result = self.relocalizer.estimate_msg(msg, compressed=self._compressed)
+            t_decode = time.perf_counter()
+            rgb = self.relocalizer.decode(msg, self._compressed)
+            result = self.relocalizer.estimate_rgb(rgb, decode_s=time.perf_counter() - t_decode)
             covariance, from_model = pose_covariance(
                 result.log_variance,
                 self._covariance,
@@ -590,17 +713,81 @@ class RelocalizerNode(Node):
         decision = self._gate.check(
             stamp.sec * 1_000_000_000 + stamp.nanosec, result.position_m, stddev
         )
-        self._publish(stamp, result, covariance, from_model, stddev, decision)
+        prior = PoseOutput(
+            result.position_m, result.quat_wxyz, covariance, from_model, stddev, decision
+        )
+        if self._refine is not None and self._offer_refinement(msg, rgb, prior, result):
+            return  # the refine worker publishes this frame
+        self._publish(stamp, prior, result.inference_s)
         if not decision.accepted:
-            self._gated(msg, decision)
+            self._gated(stamp, decision)
             return
         t_end = time.perf_counter()
         latency_s = self._seconds_since(stamp)
         overhead_ms = (t_end - t_start - result.inference_s) * 1e3
         self.stats.on_published(result.inference_s * 1e3, overhead_ms, latency_s * 1e3)
 
-    def _gated(self, msg, decision: GateDecision) -> None:
+    def _offer_refinement(self, msg, rgb: np.ndarray, prior: PoseOutput, result) -> bool:
+        """Hand this frame to the refine worker when it is due and intrinsics are known."""
+        if not self._refine.due():
+            return False
         stamp = msg.header.stamp
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        found = self._refine.cameras.lookup(stamp_ns, rgb.shape[1], rgb.shape[0])
+        now = time.monotonic()
+        if self._first_frame_time is None:
+            self._first_frame_time = now
+        if found.intrinsics is None:
+            self.refine_stats.on_skipped(found.problem)
+            if (
+                found.problem == SKIP_NO_CAMERA_INFO
+                and now - self._first_frame_time < NO_CAMERA_INFO_GRACE_S
+            ):
+                return False  # its camera_info may be on the way
+            self._say_once(
+                found.problem, f"pose refinement paused, publishing the prior: {found.detail}"
+            )
+            self._last_refine_problem = found.detail
+            return False
+        self._last_refine_problem = ""
+        job = RefineJob(
+            rgb_HWC=rgb,
+            intrinsics=found.intrinsics,
+            prior_T_world_camera=pose_to_matrix(prior.position_m, prior.quat_wxyz),
+            prior=prior,
+            context=(stamp, result.inference_s),
+        )
+        return self._refine.offer(job)
+
+    def _on_refined(self, job: RefineJob, refinement: RefinementResult | None, error: str):
+        """Refine worker: publish the frame with the refined pose, or its prior."""
+        stamp, inference_s = job.context
+        output = choose_output(
+            job.prior,
+            refinement,
+            self._gate.config,
+            failure_override=FAILURE_ERROR if refinement is None else "",
+        )
+        self._publish(stamp, output, inference_s)
+        latency_ms = self._seconds_since(stamp) * 1e3
+        message = error or (refinement.message if refinement is not None else "")
+        if output.source != SOURCE_REFINED:
+            text = (
+                f"refinement of frame stamped {stamp.sec}.{stamp.nanosec:09d} failed "
+                f"({output.refinement_failure}): {message}; published the prior"
+            )
+            allow, suppressed = self._log_limit.allow("refine:" + output.refinement_failure)
+            if allow:
+                more = f" ({suppressed} more like it suppressed)" if suppressed else ""
+                self.get_logger().info(text + more)
+            message = text
+        self.refine_stats.on_done(output, message, latency_ms, job.cpu_s * 1e3)
+        if output.decision.accepted:
+            self.stats.on_published_late()
+        else:
+            self._gated(stamp, output.decision)
+
+    def _gated(self, stamp, decision: GateDecision) -> None:
         text = (
             f"gated frame stamped {stamp.sec}.{stamp.nanosec:09d} ({decision.reason}): "
             f"{decision.detail}"
@@ -615,17 +802,16 @@ class RelocalizerNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         return (now_ns - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
 
-    def _publish(
-        self,
-        stamp,
-        result,
-        covariance: np.ndarray,
-        from_model: bool,
-        stddev: np.ndarray,
-        decision: GateDecision,
-    ) -> None:
-        x, y, z = (float(v) for v in result.position_m)
-        qw, qx, qy, qz = (float(v) for v in result.quat_wxyz)
+    def _publish(self, stamp, output: PoseOutput, inference_s: float) -> None:
+        """Every output of one frame (pose topics and TF only when the gates accepted it).
+
+        Called from the inference worker (priors) and the refine worker (refined frames);
+        rclpy publishers may be used from several threads.
+        """
+        x, y, z = (float(v) for v in output.position_m)
+        qw, qx, qy, qz = (float(v) for v in output.quat_wxyz)
+        covariance = output.covariance
+        decision = output.decision
 
         pose = PoseStamped()
         pose.header.stamp = stamp
@@ -643,12 +829,17 @@ class RelocalizerNode(Node):
         estimate.header = pose.header
         estimate.pose = with_cov.pose
         estimate.camera_frame = self._camera_frame
-        estimate.inference_time = float(result.inference_s)
+        estimate.inference_time = float(inference_s)
         estimate.model_name = self.model_name
         estimate.accepted = decision.accepted
         estimate.rejection_reason = decision.reason
-        estimate.stddev = [float(v) for v in stddev]
-        estimate.covariance_from_model = from_model
+        estimate.stddev = [float(v) for v in output.stddev]
+        estimate.covariance_from_model = output.covariance_from_model
+        estimate.source = output.source
+        estimate.refinement_attempted = output.refinement_attempted
+        estimate.refinement_inliers = int(output.refinement_inliers)
+        estimate.refinement_time = float(output.refinement_time_s)
+        estimate.refinement_failure = output.refinement_failure
 
         if decision.accepted:
             if self.tf_pub is not None:
@@ -664,15 +855,15 @@ class RelocalizerNode(Node):
             self.pose_pub.publish(pose)
             self.pose_cov_pub.publish(with_cov)
             if self.base_pose_pub is not None:
-                self.base_pose_pub.publish(self._base_pose_msg(pose.header, result, covariance))
+                self.base_pose_pub.publish(self._base_pose_msg(pose.header, output))
         # Latency last, so it covers everything up to the final publish.
         estimate.latency = float(self._seconds_since(stamp))
         self.estimate_pub.publish(estimate)
 
-    def _base_pose_msg(self, header, result, covariance: np.ndarray) -> PoseWithCovarianceStamped:
+    def _base_pose_msg(self, header, output: PoseOutput) -> PoseWithCovarianceStamped:
         """The base frame's pose in the scene frame, its covariance moved by the lever arm."""
         position, quat_wxyz, base_covariance = base_pose_with_covariance(
-            result.position_m, result.quat_wxyz, covariance, self._T_camera_base
+            output.position_m, output.quat_wxyz, output.covariance, self._T_camera_base
         )
         msg = PoseWithCovarianceStamped()
         msg.header = header
@@ -724,13 +915,56 @@ class RelocalizerNode(Node):
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [status]
+        array.status = [status, self._refine_status()]
         self.diag_pub.publish(array)
+
+    def _refine_status(self) -> DiagnosticStatus:
+        """The refinement's own status: rates, success share, failures by reason, latency."""
+        status = DiagnosticStatus()
+        status.name = f"{self.get_name()}: refinement"
+        status.hardware_id = self.model_name
+        if self._refine is None:
+            status.level = DiagnosticStatus.OK
+            status.message = "off (no map_path)"
+            status.values = [KeyValue(key="map", value="(none)")]
+            return status
+        r = self.refine_stats.snapshot()
+        if self._last_refine_problem:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"prior only: {self._last_refine_problem}"
+        elif r.attempt_rate_hz > 0 and r.success_share < 0.5:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"{r.success_share:.0%} of refinements succeed: {r.last_failure}"
+        else:
+            status.level = DiagnosticStatus.OK
+            status.message = "refining" if r.attempt_rate_hz > 0 else "waiting for frames"
+        values = {
+            "refine_rate_hz": f"{r.attempt_rate_hz:.2f}",
+            "refined_rate_hz": f"{r.refined_rate_hz:.2f}",
+            "success_share": f"{r.success_share:.3f}",
+            "refine_ms_median": f"{r.refine_ms_median:.1f}",
+            "refine_ms_p99": f"{r.refine_ms_p99:.1f}",
+            "refine_cpu_ms_median": f"{r.refine_cpu_ms_median:.1f}",
+            "latency_ms_median": f"{r.latency_ms_median:.1f}",
+            "latency_ms_p99": f"{r.latency_ms_p99:.1f}",
+            "refinements": str(r.attempted),
+            "refined": str(r.refined),
+            **{f"failed_{k}": str(v) for k, v in r.failures.items()},
+            **{f"skipped_{k}": str(v) for k, v in r.skipped.items()},
+            "camera_infos_received": str(self._refine.cameras.received),
+            "map": self._map_summary,
+            "last_failure": r.last_failure,
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        return status
 
     def destroy_node(self) -> None:
         worker = getattr(self, "_worker", None)
         if worker is not None:
             worker.stop()
+        refine = getattr(self, "_refine", None)
+        if refine is not None:
+            refine.stop()
         super().destroy_node()
 
 
@@ -760,6 +994,13 @@ def main(args: list[str] | None = None) -> int:
     except (ModelFileError, BackendError, PoseNetError) as e:
         # Start-up failure: say what is wrong and how to fix it, and exit non-zero.
         rclpy.logging.get_logger("relocalizer").fatal(f"cannot start: {e}")
+        return EXIT_STARTUP_FAILURE
+    except ParameterException as e:
+        # A value outside its descriptor's range or of the wrong type (rclpy's reason names
+        # the parameter, the value and the range).
+        rclpy.logging.get_logger("relocalizer").fatal(
+            f"cannot start: {e} (see config/relocalize.yaml for every parameter's range)"
+        )
         return EXIT_STARTUP_FAILURE
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

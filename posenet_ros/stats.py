@@ -121,6 +121,13 @@ class NodeStats:
             self._overhead_ms.append(overhead_ms)
             self._latency_ms.append(latency_ms)
 
+    def on_published_late(self) -> None:
+        """A frame published after refinement: counted in the output rate, but kept out of the
+        inference / latency windows, which describe the prior path."""
+        with self._lock:
+            self.published += 1
+            self._window_published += 1
+
     def snapshot(self, reset_window: bool = True) -> StatsSnapshot:
         """Lifetime counters plus rates and latency statistics since the previous snapshot."""
         now = self._clock()

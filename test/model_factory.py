@@ -240,6 +240,7 @@ def make_test_model(
     scene_frame: str = "map",
     quat_wxyz: Sequence[float] = (1.0, 0.0, 0.0, 0.0),
     position_scale: float = 1.0,
+    position_offset: Sequence[float] = (0.0, 0.0, 0.0),
     mode: str = "mean",
     metadata_overrides: dict | None = None,
     drop_keys: Iterable[str] = (),
@@ -255,8 +256,10 @@ def make_test_model(
     """Write a contract-following test model to ``path`` and return ``path``.
 
     Input float32 ``[N,3,H,W]`` (N dynamic, H and W static). Outputs: position ``[N,3]`` =
-    ``position_scale`` * per-channel spatial mean of the input; orientation ``[N,4]`` = the
-    constant ``quat_wxyz``. ``mode``: ``"mean"`` as described, ``"nan"`` (position is NaN),
+    ``position_scale`` * per-channel spatial mean of the input + ``position_offset`` (with
+    ``position_scale=0``: a constant pose, e.g. a prior near a known truth); orientation
+    ``[N,4]`` = the constant ``quat_wxyz``. ``mode``: ``"mean"`` as described, ``"nan"``
+    (position is NaN),
     ``"zero_quat"`` (orientation all zeros), ``"nonunit_quat"`` (orientation (2, 0, 0, 0)),
     ``"conditional"`` (one of those three chosen by the image colour, see ``CONDITIONAL_*_RGB``;
     "mean" for any other colour).
@@ -287,7 +290,19 @@ def make_test_model(
     if mode == "conditional":
         nodes += _conditional_outputs(quat, position_name, orientation_name, opset)
     else:
-        nodes.append(helper.make_node("Mul", ["channel_mean", "position_scale"], [position_name]))
+        offset = np.asarray(position_offset, dtype=np.float32).reshape(3)
+        if np.any(offset != 0):
+            nodes.append(
+                helper.make_node("Mul", ["channel_mean", "position_scale"], ["scaled_mean"])
+            )
+            nodes.append(_const("position_offset", offset))
+            nodes.append(
+                helper.make_node("Add", ["scaled_mean", "position_offset"], [position_name])
+            )
+        else:
+            nodes.append(
+                helper.make_node("Mul", ["channel_mean", "position_scale"], [position_name])
+            )
         nodes += _broadcast_rows(input_name, quat, orientation_name, "orientation")
     outputs = [
         helper.make_tensor_value_info(position_name, TensorProto.FLOAT, ["N", 3]),

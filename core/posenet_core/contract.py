@@ -20,6 +20,9 @@ key                        meaning
 output``                   ``[N,6]`` (x, y, z position in m^2 in the scene frame; rotation
                            about the scene frame's fixed x, y, z axes in rad^2) or ``[N,2]``
                            (isotropic: one position and one rotation log-variance)
+``posenet.dataset_         optional: SHA-256 of the training split's image names and poses
+fingerprint``              (``posenet_core.mapfile.split_fingerprint``); a map file of another
+                           fingerprint is refused by the node
 =========================  =================================================================
 
 The rotation part of the uncertainty is the variance of a small-angle rotation vector
@@ -50,6 +53,7 @@ __all__ = [
     "FORMAT_VERSION_NO_UNCERTAINTY",
     "KEY_ARCHITECTURE",
     "KEY_DATASET",
+    "KEY_DATASET_FINGERPRINT",
     "KEY_FORMAT",
     "KEY_INPUT",
     "KEY_INPUT_SIZE",
@@ -87,6 +91,9 @@ KEY_SCENE_FRAME = "posenet.scene_frame"
 KEY_ARCHITECTURE = "posenet.architecture"
 KEY_DATASET = "posenet.dataset"
 KEY_MEDIAN_ERROR = "posenet.median_error"
+# SHA-256 of the training split (posenet_core.mapfile.split_fingerprint): a map file records the
+# same, and the node refuses a map of another dataset version. Optional (older files lack it).
+KEY_DATASET_FINGERPRINT = "posenet.dataset_fingerprint"
 
 REQUIRED_KEYS: tuple[str, ...] = (
     KEY_FORMAT,
@@ -372,6 +379,7 @@ def contract_metadata(
     dataset: str,
     median_error: str,
     uncertainty_output: str | None = None,
+    dataset_fingerprint: str | None = None,
 ) -> dict[str, str]:
     """The ``posenet.*`` metadata of a model file (what the trainer's export writes).
 
@@ -392,5 +400,7 @@ def contract_metadata(
     }
     if uncertainty_output:
         metadata[UNCERTAINTY_KEY] = uncertainty_output
+    if dataset_fingerprint:
+        metadata[KEY_DATASET_FINGERPRINT] = dataset_fingerprint
     parse_metadata(metadata, "<being written>")
     return metadata

@@ -76,6 +76,8 @@ __all__ = [
     "check_compatible",
     "dataset_fingerprint",
     "read_map",
+    "relative_image_name",
+    "split_fingerprint",
     "write_map",
 ]
 
@@ -295,6 +297,25 @@ def dataset_fingerprint(entries: Iterable[tuple[str, np.ndarray, np.ndarray]]) -
     for line in sorted(lines):
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()
+
+
+def relative_image_name(image_path: str | os.PathLike, folder: str | os.PathLike) -> str:
+    """An image's name in a fingerprint and a map: its path relative to the dataset ``folder``
+    (POSIX), or its file name for an image outside it."""
+    try:
+        return Path(image_path).resolve().relative_to(Path(folder).resolve()).as_posix()
+    except ValueError:
+        return Path(image_path).name
+
+
+def split_fingerprint(records: Iterable[Any], folder: str | os.PathLike) -> str:
+    """:func:`dataset_fingerprint` of a whole split's records (``image_path``, ``position_m``,
+    ``quat_wxyz`` each, e.g. :class:`posenet_core.datasets.PoseRecord`) of the dataset in
+    ``folder``: what the model file records as ``posenet.dataset_fingerprint`` and the map file
+    as ``dataset_fingerprint`` for the training split, so the node can compare the two."""
+    return dataset_fingerprint(
+        (relative_image_name(r.image_path, folder), r.position_m, r.quat_wxyz) for r in records
+    )
 
 
 def _fail(path: object, what: str) -> MapFileError:

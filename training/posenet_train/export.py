@@ -30,7 +30,9 @@ The model file (see DESIGN.md, "The model-file contract"):
   ``posenet.input_size`` "H,W" (the training crop), ``posenet.resize`` (the training resize),
   ``posenet.scene_frame``, ``posenet.architecture``, ``posenet.dataset`` (the dataset folder's
   name), ``posenet.median_error`` ("0.021 m, 1.90 deg" from the checkpoint's own validation, or
-  "unknown"); plus ``posenet_train.*`` provenance keys (ignored by the node).
+  "unknown"), ``posenet.dataset_fingerprint`` (SHA-256 of the training split's names and poses,
+  as the map file of ``posenet_train.map`` records it: the node refuses a map of another dataset
+  version); plus ``posenet_train.*`` provenance keys (ignored by the node).
 
 Before the file appears it is checked: ONNX Runtime must reproduce PyTorch on a few real images
 of the dataset (batch of several and of one) within 1e-4, or the export fails and nothing is
@@ -69,6 +71,7 @@ from posenet_core.contract import contract_metadata, scene_frame_problem
 from posenet_core.datasets import PoseRecord
 from posenet_core.errors import ModelFileError
 from posenet_core.images import read_rgb
+from posenet_core.mapfile import split_fingerprint
 from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.checkpoint import atomic_write_bytes, model_from_checkpoint
 from posenet_train.datasets import load_split, parse_dataset_spec
@@ -131,9 +134,18 @@ def _dataset_name(dataset: str) -> str:
 
 
 def build_metadata(
-    ckpt: dict[str, Any], *, scene_frame: str, dataset: str, checkpoint_path: Path
+    ckpt: dict[str, Any],
+    *,
+    scene_frame: str,
+    dataset: str,
+    checkpoint_path: Path,
+    dataset_fingerprint: str | None = None,
 ) -> dict[str, str]:
-    """The ``metadata_props`` of the model file for checkpoint ``ckpt`` (contract + provenance)."""
+    """The ``metadata_props`` of the model file for checkpoint ``ckpt`` (contract + provenance).
+
+    ``dataset_fingerprint``: the training split's (:func:`training_fingerprint`), written as
+    ``posenet.dataset_fingerprint`` so the node can refuse a map of another dataset version.
+    """
     extra = ckpt["extra"]
     crop_h, crop_w = (int(v) for v in extra["crop_hw"])
     uncertainty = bool(ckpt["model_args"].get("uncertainty", False))
@@ -148,6 +160,7 @@ def build_metadata(
             dataset=_dataset_name(dataset),
             median_error=_format_median_error(extra.get("val")),
             uncertainty_output=UNCERTAINTY_OUTPUT if uncertainty else None,
+            dataset_fingerprint=dataset_fingerprint,
         )
     except ModelFileError as exc:
         raise ModelError(f"the checkpoint cannot make a valid model file: {exc}") from None
@@ -157,6 +170,13 @@ def build_metadata(
         "posenet_train.epoch": str(int(ckpt["epoch"])),
         "posenet_train.dataset_path": str(dataset),
     }
+
+
+def training_fingerprint(dataset: str) -> str:
+    """SHA-256 of ``dataset``'s training split (names and poses), as the map file records it
+    (:func:`posenet_core.mapfile.split_fingerprint`)."""
+    _, folder = parse_dataset_spec(dataset)
+    return split_fingerprint(_load_records(dataset, "train"), folder)
 
 
 def output_names(model: torch.nn.Module) -> tuple[str, ...]:
@@ -355,7 +375,11 @@ def main(
     resize = int(extra["resize_shorter"])
     input_hw = (int(extra["crop_hw"][0]), int(extra["crop_hw"][1]))
     metadata = build_metadata(
-        ckpt, scene_frame=scene_frame, dataset=str(dataset), checkpoint_path=checkpoint
+        ckpt,
+        scene_frame=scene_frame,
+        dataset=str(dataset),
+        checkpoint_path=checkpoint,
+        dataset_fingerprint=training_fingerprint(str(dataset)),
     )
     if getattr(model, "uncertainty", False) and not (output.exists() and not overwrite):
         record = recalibrate_uncertainty(

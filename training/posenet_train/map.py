@@ -54,6 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.contract import KEY_DATASET_FINGERPRINT
 from posenet_core.datasets import PoseRecord
 from posenet_core.features import (
     FEATURE_TYPES,
@@ -68,8 +69,9 @@ from posenet_core.mapfile import (
     MapCamera,
     MapFileError,
     SiteMap,
-    dataset_fingerprint,
     read_map,
+    relative_image_name,
+    split_fingerprint,
     write_map,
 )
 from posenet_train.datasets import detect_format, load_split, parse_dataset_spec
@@ -508,10 +510,7 @@ def _dataset_name(dataset: str) -> str:
 
 
 def _relative_name(path: Path, folder: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(folder.resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
+    return relative_image_name(path, folder)
 
 
 def _model_metadata(model: Path) -> tuple[dict[str, str], str]:
@@ -608,6 +607,17 @@ def main(
     start = time.perf_counter()
     _, folder = parse_dataset_spec(dataset)
     records = load_split(dataset, "train")
+    # Of the whole training split (as the model file's posenet.dataset_fingerprint), not of the
+    # keyframes kept: the node compares the two.
+    fingerprint = split_fingerprint(records, folder)
+    model_fingerprint = metadata.get(KEY_DATASET_FINGERPRINT, "") if model is not None else ""
+    if model_fingerprint and model_fingerprint != fingerprint:
+        raise MapBuildError(
+            f"the model file {model} was trained on another version of dataset "
+            f"{dataset_name!r} (posenet.dataset_fingerprint {model_fingerprint[:12]}..., this "
+            f"training split's is {fingerprint[:12]}...): build the map from the model's own "
+            "training split"
+        )
     if max_keyframes and len(records) > max_keyframes:
         index = np.unique(np.linspace(0, len(records) - 1, max_keyframes).round().astype(int))
         records = [records[i] for i in index]
@@ -621,9 +631,6 @@ def main(
         raise DatasetError(f"{records[0].image_path}: cannot read image")
     camera, camera_source = resolve_camera(dataset, (first.shape[1], first.shape[0]), intrinsics)
     T = np.stack([pose_to_matrix(r.position_m, r.quat_wxyz) for r in records])
-    fingerprint = dataset_fingerprint(
-        (n, r.position_m, r.quat_wxyz) for n, r in zip(names, records, strict=True)
-    )
 
     # 1. features
     t0 = time.perf_counter()

@@ -14,6 +14,7 @@ import torch
 
 import posenet_train.export as export_module
 from posenet_core.calibration import calibration_paths
+from posenet_core.mapfile import split_fingerprint
 from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.checkpoint import model_from_checkpoint, save_model_checkpoint
 from posenet_train.datasets import load_split
@@ -56,6 +57,8 @@ def test_metadata_exactly_per_contract(exported, trained):
         "posenet.architecture": "posenet-tiny",
         "posenet.dataset": dataset.name,
         "posenet.median_error": expected_error,
+        # the training split's, as posenet_train.map records it in the map file
+        "posenet.dataset_fingerprint": split_fingerprint(load_split(dataset, "train"), dataset),
     }
     assert metadata["posenet_train.checkpoint"] == "best.pt"
 

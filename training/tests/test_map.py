@@ -13,7 +13,7 @@ import pytest
 from posenet_core.datasets import write_cambridge
 from posenet_core.features import FeatureConfig
 from posenet_core.geometry import pose_to_matrix
-from posenet_core.mapfile import MapCamera, dataset_fingerprint, read_map
+from posenet_core.mapfile import MapCamera, dataset_fingerprint, read_map, split_fingerprint
 from posenet_core.refine import Refiner
 from posenet_train import map as map_step
 from posenet_train.datasets import load_split
@@ -274,7 +274,7 @@ def test_sampson_distance_is_zero_for_true_correspondences():
 # ------------------------------------------------------------------------------------- CLI
 
 
-def _tiny_model(path: Path, dataset: str) -> Path:
+def _tiny_model(path: Path, dataset: str, fingerprint: str = "") -> Path:
     import onnx
     from onnx import TensorProto, helper
 
@@ -286,7 +286,10 @@ def _tiny_model(path: Path, dataset: str) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )
     model = helper.make_model(graph)
-    for key, value in {"posenet.dataset": dataset, "posenet.scene_frame": "site"}.items():
+    metadata = {"posenet.dataset": dataset, "posenet.scene_frame": "site"}
+    if fingerprint:
+        metadata["posenet.dataset_fingerprint"] = fingerprint
+    for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
@@ -307,6 +310,14 @@ CLI_CASES = [
         ],
         1,
         "trained on dataset 'kings_college'",
+    ),
+    (
+        lambda d, t: [
+            "--dataset", str(d), "--output", str(t / "m.npz"),
+            "--model", str(_tiny_model(t / "v2.onnx", d.name, fingerprint="e" * 64)),
+        ],
+        1,
+        "another version of dataset",
     ),
     (
         lambda d, t: ["--dataset", str(d), "--output", str(t / "m.npz"), "--model", str(t / "x.onnx")],  # noqa: E501
@@ -340,6 +351,10 @@ def test_cli_builds_with_model_scene_frame_and_orb(dino_subset, tmp_path, capsys
     assert site_map.feature == FeatureConfig(type="orb")
     assert site_map.num_keyframes == 6
     assert len(site_map.provenance["model_sha256"]) == 64
+    # The whole training split's fingerprint, not the 6 keyframes': the model file's is that.
+    assert site_map.dataset_fingerprint == split_fingerprint(
+        load_split(dino_subset, "train"), dino_subset
+    )
 
 
 def test_help_documents_every_flag(capsys):
