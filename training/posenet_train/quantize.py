@@ -30,8 +30,12 @@ spread over it, preprocessed as the node does) and the median errors against gro
 printed with their increase. Then:
 
 * calibration method: ``--method auto`` (default) quantises with MinMax, Entropy and Percentile
-  and keeps the one with the smallest error increase (without a dataset: the smallest deviation
-  from FP32 on the calibration images); the comparison is printed and recorded;
+  (``quantize_static``'s own settings) and keeps the one with the smallest error increase
+  (without a dataset: the smallest deviation from FP32 on the calibration images); the
+  comparison is printed and recorded. With ONNX Runtime 1.32 its Entropy calibration histograms
+  128 bins into 128 quantised bins, so it can only return the full range: its ranges equal
+  MinMax's (BENCHMARKS.md also has the 2048-bin entropy TensorRT uses, which clips the sparse
+  ReLU features a pose regressor needs and is far worse);
 * mixed precision: when the error increase exceeds ``--max-error-increase`` (default 0.05, i.e.
   5 % more median error, in translation or rotation), every layer is quantised on its own to
   measure its sensitivity, and the most sensitive layers are kept in FP32, one more at a time,
@@ -44,6 +48,10 @@ printed with their increase. Then:
 * the budget: if the final file still exceeds it, nothing is written and the exit status is 3
   (``--on-excess warn`` writes it anyway with a loud warning, recorded in the metadata). With
   ``--min-speedup X`` a measured speed-up below X counts the same way.
+
+Choosing on the split that is then reported flatters the result a little (the stop point of the
+search is picked on those labels): ``--select-split train`` makes the choices on the training
+images and checks the budget on ``--split``.
 
 ``--analyse`` prints and writes only the sensitivity table (no model file; ``--granularity
 block`` measures blocks instead of layers). See quantize_search.py for the definitions.
@@ -106,6 +114,7 @@ ON_EXCESS: tuple[str, ...] = ("refuse", "warn")
 #: Exit status of the CLI when it refuses a file that misses the budget.
 EXIT_BUDGET = 3
 _METHOD_CHOICES = ("auto", *CALIBRATION_METHODS)
+_SPLITS = ("train", "test")
 _RANGE_SLACK = 1e-3
 
 
@@ -384,6 +393,30 @@ def _resolve_dataset(
     return recorded, "recorded in the model file"
 
 
+def _split_evaluator(
+    model: Path,
+    contract: Any,
+    dataset: str,
+    split: str,
+    max_images: int,
+    threads: int,
+) -> tuple[Any, dict[str, Any]]:
+    """A PoseEvaluator on a dataset split and the label that describes it in reports."""
+    from posenet_train.quantize_search import PoseEvaluator
+
+    images, gt, split_size = load_evaluation_images(
+        dataset, split, contract.resize_shorter, contract.input_hw, max_images
+    )
+    label = {
+        "dataset": Path(str(dataset).split(":", 1)[-1]).name or str(dataset),
+        "dataset_path": str(dataset),
+        "split": split,
+        "images": len(images),
+        "split_images": split_size,
+    }
+    return PoseEvaluator(model, contract, images, gt, threads), label
+
+
 def _keep_float_nodes(
     names: Sequence[str], groups: Sequence[Any], proto: Any
 ) -> tuple[list[str], list[str]]:
@@ -475,17 +508,19 @@ def _check_arguments(
     method: str,
     on_excess: str,
     granularity: str,
+    splits: Sequence[str | None],
     numbers: dict[str, Any],
     fractions: dict[str, Any],
 ) -> None:
     from posenet_train.quantize_search import GRANULARITIES
 
-    choices = (
+    choices = [
         ("quantisation format", quant_format, QUANT_FORMATS),
         ("calibration method", method, _METHOD_CHOICES),
         ("on_excess", on_excess, ON_EXCESS),
         ("granularity", granularity, GRANULARITIES),
-    )
+        *(("split", value, _SPLITS) for value in splits if value is not None),
+    ]
     for what, value, allowed in choices:
         if value not in allowed:
             raise PoseNetTrainError(f"{what} {value!r} is not one of {', '.join(allowed)}")
@@ -521,6 +556,7 @@ def main(
     dataset: str | Path | None = None,
     use_model_dataset: bool = True,
     split: str = "test",
+    select_split: str | None = None,
     max_eval_images: int = 500,
     max_error_increase: float = DEFAULT_MAX_ERROR_INCREASE,
     on_excess: str = "refuse",
@@ -557,6 +593,7 @@ def main(
         method,
         on_excess,
         granularity,
+        (split, select_split),
         {
             "threads": threads,
             "runs": runs,
@@ -585,28 +622,30 @@ def main(
 
     dataset_spec, dataset_origin = _resolve_dataset(dataset, use_model_dataset, metadata)
     if dataset_spec is not None:
-        eval_images, gt, split_size = load_evaluation_images(
-            dataset_spec, split, contract.resize_shorter, contract.input_hw, max_eval_images
+        checker, label = _split_evaluator(
+            model, contract, dataset_spec, split, max_eval_images, threads
         )
-        label = {
-            "dataset": Path(str(dataset_spec).split(":", 1)[-1]).name or str(dataset_spec),
-            "dataset_path": str(dataset_spec),
-            "split": split,
-            "images": len(eval_images),
-            "split_images": split_size,
-        }
         print(
-            f"accuracy check on {len(eval_images)} of {split_size} {split} images of "
+            f"accuracy check on {label['images']} of {label['split_images']} {split} images of "
             f"{dataset_spec} ({dataset_origin})"
         )
+        selector, select_label = checker, label
+        if select_split not in (None, split):
+            selector, select_label = _split_evaluator(
+                model, contract, dataset_spec, select_split, max_eval_images, threads
+            )
+            print(
+                f"choices (calibration method, layers kept in FP32) made on "
+                f"{select_label['images']} {select_split} images; the check on the {split} split"
+            )
     else:
-        eval_images, gt, label = images, None, {}
+        checker = selector = search.PoseEvaluator(model, contract, images, None, threads)
+        label = select_label = {}
         print(
             f"WARNING: accuracy against ground truth is not checked ({dataset_origin}); "
             "pass --dataset PATH to measure it and enforce --max-error-increase",
             file=sys.stderr,
         )
-    evaluator = search.PoseEvaluator(model, contract, eval_images, gt, threads)
 
     result: dict[str, Any] = {
         "model": model,
@@ -627,7 +666,7 @@ def main(
     if exists:
         print(f"{output} exists: kept (pass --overwrite to quantise again)")
         final_path = output
-        evaluation = evaluator.evaluate(output)
+        evaluation = checker.evaluate(output)
         described = json.loads(metadata_of(output).get(QUANTIZATION_KEY, "{}") or "{}")
         result["float_layers"] = described.get("float_layers", [])
         result["method"] = described.get("calibration_method", method)
@@ -647,20 +686,20 @@ def main(
             float_layers, float_nodes = _keep_float_nodes(keep_float, groups, quantizer.proto)
             methods = CALIBRATION_METHODS if method == "auto" else (method,)
             rows, paths = search.compare_methods(
-                quantizer, evaluator, methods, exclude=float_nodes, progress=progress
+                quantizer, selector, methods, exclude=float_nodes, progress=progress
             )
-            best = min(rows, key=evaluator.score)
+            best = min(rows, key=selector.score)
             chosen_method = best["method"]
-            _print_methods(rows, chosen_method, evaluator.has_ground_truth)
+            _print_methods(rows, chosen_method, selector.has_ground_truth)
             result.update(method=chosen_method, methods=rows)
             final_path, evaluation = paths[chosen_method], best
-            over = evaluator.has_ground_truth and best["error_increase"] > max_error_increase
+            over = selector.has_ground_truth and best["error_increase"] > max_error_increase
             report: dict[str, Any] = {
                 "model": model.name,
                 "calibration_method": chosen_method,
                 "granularity": granularity,
-                "analysis_images": label or {"calibration_images": len(images)},
-                "fp32": evaluator.fp32_summary,
+                "analysis_images": select_label or {"calibration_images": len(images)},
+                "fp32": selector.fp32_summary,
                 "methods": rows,
                 "kept_float_by_hand": float_layers,
             }
@@ -673,18 +712,18 @@ def main(
                     )
                 candidates = [g for g in groups if g.name not in set(float_layers)]
                 table = search.analyse_sensitivity(
-                    quantizer, evaluator, chosen_method, candidates, progress=progress
+                    quantizer, selector, chosen_method, candidates, progress=progress
                 )
                 result["sensitivity"] = table
                 print(
                     search.format_table(
-                        table, evaluator.has_ground_truth, limit=None if analyse else 15
+                        table, selector.has_ground_truth, limit=None if analyse else 15
                     )
                 )
                 if not analyse:
                     found = search.choose_float_layers(
                         quantizer,
-                        evaluator,
+                        selector,
                         chosen_method,
                         table,
                         candidates,
@@ -694,8 +733,8 @@ def main(
                     )
                     result["search"] = found["steps"]
                     report["search"] = found["steps"]
-                    if found["path"] is not None and evaluator.score(found["evaluation"]) < (
-                        evaluator.score(evaluation)
+                    if found["path"] is not None and selector.score(found["evaluation"]) < (
+                        selector.score(evaluation)
                     ):
                         final_path, evaluation = found["path"], found["evaluation"]
                         float_layers = [*float_layers, *found["float_layers"]]
@@ -711,7 +750,9 @@ def main(
                 result["output"] = None
                 return result
             result["float_layers"] = float_layers
-        accuracy = _accuracy(evaluator, evaluation, label)
+            if checker is not selector:
+                evaluation = checker.evaluate(final_path)
+        accuracy = _accuracy(checker, evaluation, label)
         result["accuracy"] = accuracy
         if accuracy is not None:
             _print_accuracy(accuracy, max_error_increase)
@@ -945,7 +986,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=("train", "test"),
         default="test",
-        help="split the accuracy is measured on (default test)",
+        help="split the accuracy is checked and reported on (default test)",
+    )
+    p.add_argument(
+        "--select-split",
+        choices=("train", "test"),
+        help="split the calibration method and the FP32 layers are chosen on (default: "
+        "--split); train keeps the test split's labels out of the choice",
     )
     p.add_argument(
         "--max-eval-images",
@@ -1045,6 +1092,7 @@ def cli(argv: Sequence[str] | None = None) -> int:
             dataset=args.dataset,
             use_model_dataset=not args.no_dataset,
             split=args.split,
+            select_split=args.select_split,
             max_eval_images=args.max_eval_images,
             max_error_increase=args.max_error_increase,
             on_excess=args.on_excess,

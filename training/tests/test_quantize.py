@@ -454,6 +454,29 @@ def test_analyse_writes_the_sorted_table_and_no_model(exported, ground_truth, tm
     }  # fmt: skip
 
 
+def test_choices_on_another_split(exported, ground_truth, tmp_path):
+    """--select-split train: method and layers chosen on train, the budget checked on test."""
+    output = tmp_path / "s.int8.onnx"
+    result = _checked(
+        exported["model"],
+        output,
+        ground_truth,
+        select_split="train",
+        analyse=True,
+        method="minmax",
+    )
+    report = json.loads(sensitivity_paths(output)[1].read_text())
+    assert report["analysis_images"]["split"] == "train"
+    assert report["analysis_images"]["images"] == 2 and result["output"] is None
+    result = _checked(
+        exported["model"], output, ground_truth, select_split="train", max_error_increase=1.0
+    )
+    assert result["accuracy"]["split"] == "test" and result["accuracy"]["images"] == 8
+    assert result["accuracy"]["increase_translation"] == pytest.approx(0.5, abs=0.02) or (
+        result["method"] != "minmax"
+    )
+
+
 def test_analyse_without_ground_truth_uses_the_fp32_difference(exported, tmp_path):
     result = quantize(exported["model"], tmp_path / "n.onnx", analyse=True, method="minmax")
     rows = result["sensitivity"]
@@ -508,6 +531,8 @@ def test_the_node_runs_the_int8_files_unchanged(exported, quantized, tmp_path):
         ({"max_eval_images": True}, "max_eval_images"),
         ({"on_excess": "ignore"}, "refuse, warn"),
         ({"granularity": "op"}, "layer, block"),
+        ({"split": "val"}, "train, test"),
+        ({"select_split": "all"}, "train, test"),
         ({"dataset": "/no/such/dataset"}, "no/such/dataset"),
     ],
 )
@@ -531,6 +556,7 @@ def test_bad_accuracy_arguments(exported, tmp_path, kwargs, words):
         ["--max-float-layers", "0"],
         ["--max-eval-images", "-3"],
         ["--split", "val"],
+        ["--select-split", "validation"],
     ],
 )
 def test_cli_rejects_bad_accuracy_arguments(argv, capsys):
