@@ -727,15 +727,14 @@ def main(
                         chosen_method,
                         table,
                         candidates,
+                        baseline=best,
                         max_error_increase=max_error_increase,
                         max_float_mac_share=max_float_mac_share,
                         max_float_layers=max_float_layers,
                     )
                     result["search"] = found["steps"]
                     report["search"] = found["steps"]
-                    if found["path"] is not None and selector.score(found["evaluation"]) < (
-                        selector.score(evaluation)
-                    ):
+                    if found["path"] is not None:
                         final_path, evaluation = found["path"], found["evaluation"]
                         float_layers = [*float_layers, *found["float_layers"]]
                         by_name = {g.name: g for g in groups}

@@ -144,3 +144,85 @@ def test_format_table_truncates_long_names_and_rows():
     lines = text.splitlines()
     assert len(lines) == 4 and lines[-1].strip().startswith("... 1 more")
     assert all(len(line) < 100 for line in lines)
+
+
+class _FakeQuantizer:
+    """Writes the excluded node names into the 'model file'."""
+
+    def __init__(self, folder, total_macs):
+        self.folder, self.macs, self.count = folder, total_macs, 0
+
+    def total_macs(self):
+        return self.macs
+
+    def temp_path(self, label):
+        self.count += 1
+        return self.folder / f"{self.count}_{label}"
+
+    def quantize(self, path, method, *, exclude=()):
+        path.write_text(",".join(sorted(exclude)))
+        return path
+
+
+class _FakeEvaluator:
+    """Error increase looked up by the set of layers kept in FP32."""
+
+    has_ground_truth = True
+
+    def __init__(self, table):
+        self.table = table
+
+    def evaluate(self, path):
+        kept = frozenset(n for n in path.read_text().split(",") if n)
+        increase = self.table[kept]
+        return {
+            "increase_translation": increase,
+            "increase_rotation": 0.0,
+            "error_increase": increase,
+        }
+
+
+@pytest.mark.parametrize(
+    "table, share, expected, met, tried",
+    [
+        (  # B does not help: put back; C reaches the budget
+            {"A": 0.3, "AB": 0.35, "AC": 0.04},
+            1.0,
+            ["A", "C"],
+            True,
+            ["A", "B", "C"],
+        ),
+        (  # C alone is too many MACs: not tried; the budget is never met
+            {"A": 0.3, "AB": 0.2, "ABD": 0.25},
+            0.5,
+            ["A", "B"],
+            False,
+            ["A", "B", "C", "D"],
+        ),
+        ({"A": 0.6, "B": 0.7, "C": 0.55, "D": 0.9}, 1.0, [], False, ["A", "B", "C", "D"]),
+    ],
+)
+def test_choose_float_layers_keeps_only_layers_that_help(
+    tmp_path, table, share, expected, met, tried
+):
+    from posenet_train.quantize_search import choose_float_layers
+
+    groups = [LayerGroup(name, (name,), ("Conv",), 60 if name == "C" else 10) for name in "ABCD"]
+    ranked = [{"layer": name} for name in "ABCD"]
+    result = choose_float_layers(
+        _FakeQuantizer(tmp_path, 100),
+        _FakeEvaluator({frozenset(k): v for k, v in table.items()}),
+        "minmax",
+        ranked,
+        groups,
+        baseline={"error_increase": 0.5},
+        max_error_increase=0.05,
+        max_float_mac_share=share,
+        max_float_layers=4,
+        log=lambda _: None,
+    )
+    assert result["float_layers"] == expected and result["met"] is met
+    assert [step["layer"] for step in result["steps"]] == tried
+    assert (result["path"] is None) == (not expected)
+    if expected:
+        assert result["path"].read_text() == ",".join(sorted(expected))
