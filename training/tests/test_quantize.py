@@ -164,6 +164,13 @@ def test_benchmark_reports_both_latencies(exported, tmp_path):
     assert latency["speedup"] == pytest.approx(latency["fp32"] / latency["int8"])
 
 
+def test_min_speedup_refuses_a_slow_file(exported, tmp_path):
+    output = tmp_path / "slow.int8.onnx"
+    with pytest.raises(AccuracyBudgetError, match="less than --min-speedup 100"):
+        quantize(exported["model"], output, method="minmax", min_speedup=100.0, runs=2)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_calibration_reader():
     images = np.zeros((3, 3, 4, 4), np.float32)
     reader = CalibrationImages(images, "image")
