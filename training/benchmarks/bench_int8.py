@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.calibration import calibration_paths
 from posenet_train.evaluate import read_onnx_contract
-from posenet_train.export import calibration_paths
 from posenet_train.quantize import _session, load_calibration, load_evaluation_images
 from posenet_train.quantize_search import PoseEvaluator
 

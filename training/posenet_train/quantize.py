@@ -75,9 +75,12 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.calibration import calibration_paths, read_calibration_images
+from posenet_core.cli import number
+from posenet_core.cli import positive_int as _positive_int
+from posenet_core.errors import CalibrationDataError
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
-from posenet_train.export import calibration_paths
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -115,7 +118,6 @@ ON_EXCESS: tuple[str, ...] = ("refuse", "warn")
 EXIT_BUDGET = 3
 _METHOD_CHOICES = ("auto", *CALIBRATION_METHODS)
 _SPLITS = ("train", "test")
-_RANGE_SLACK = 1e-3
 
 
 class AccuracyBudgetError(PoseNetTrainError):
@@ -129,40 +131,12 @@ def default_output_path(model: str | Path) -> Path:
 
 
 def load_calibration(path: str | Path, input_hw: tuple[int, int]) -> np.ndarray:
-    """Calibration images float32 ``[N,3,H,W]`` 0..1 with ``H,W == input_hw``; ModelError else."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(
-            f"calibration images {path} not found; write them with `python -m "
-            "posenet_train.export ... --calibration-images 64` or pass --calibration"
-        )
+    """Calibration images float32 ``[N,3,H,W]`` 0..1 with ``H,W == input_hw``; ModelError else
+    (the checks are :func:`posenet_core.calibration.read_calibration_images`)."""
     try:
-        images = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ModelError(
-            f"calibration images {path} are not a readable .npy array: {exc}"
-        ) from exc
-    if not isinstance(images, np.ndarray) or images.dtype != np.float32:
-        raise ModelError(
-            f"calibration images {path} have dtype {getattr(images, 'dtype', None)}; "
-            "expected float32"
-        )
-    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != tuple(input_hw):
-        raise ModelError(
-            f"calibration images {path} have shape {list(images.shape)}; the model takes "
-            f"[N,3,{input_hw[0]},{input_hw[1]}]"
-        )
-    if images.shape[0] < 1:
-        raise ModelError(f"calibration images {path} hold no image")
-    if not np.isfinite(images).all():
-        raise ModelError(f"calibration images {path} contain NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
-    if low < -_RANGE_SLACK or high > 1.0 + _RANGE_SLACK:
-        raise ModelError(
-            f"calibration images {path} range from {low:g} to {high:g}; expected 0..1 "
-            "(RGB / 255, as the node feeds the network)"
-        )
-    return np.ascontiguousarray(images)
+        return read_calibration_images(path, input_hw)
+    except CalibrationDataError as exc:
+        raise ModelError(str(exc)) from None
 
 
 class CalibrationImages:
@@ -913,31 +887,6 @@ def _write_output(
         raise
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _bounded_float(low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(
-                f"expected a number in [{low:g}, {high:g}], got {text!r}"
-            )
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``posenet-quantize`` argument parser."""
     p = argparse.ArgumentParser(
@@ -1001,7 +950,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-error-increase",
-        type=_bounded_float(0.0, 10.0),
+        type=number(low=0.0, high=10.0),
         default=DEFAULT_MAX_ERROR_INCREASE,
         help="largest allowed relative increase of the median translation and rotation errors "
         f"over FP32 (default {DEFAULT_MAX_ERROR_INCREASE:g} = 5 %%)",
@@ -1046,13 +995,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-float-mac-share",
-        type=_bounded_float(0.0, 1.0),
+        type=number(low=0.0, high=1.0),
         default=0.25,
         help="... and at most this share of the multiply-accumulates (default 0.25)",
     )
     p.add_argument(
         "--min-speedup",
-        type=_bounded_float(0.01, 100.0),
+        type=number(low=0.01, high=100.0),
         help="measure the speed-up and treat one below this like a missed budget",
     )
     p.add_argument(

@@ -433,7 +433,7 @@ class PoseEvaluator:
             self.scale_deg = self.fp32_summary["median_rotation_deg"]
         else:
             # No ground truth: how far the FP32 outputs spread over these images.
-            from posenet_train.geometry import average_quaternions
+            from posenet_core.geometry import average_quaternions
             from posenet_train.quantize import output_differences
 
             position, quat = self.fp32
@@ -463,9 +463,9 @@ class PoseEvaluator:
         return prediction
 
     def _summary(self, prediction: tuple[np.ndarray, np.ndarray]) -> dict:
-        from posenet_train.evaluate import pose_errors, summarize
+        from posenet_core.metrics import error_statistics, pose_errors
 
-        return summarize(*pose_errors(*prediction, *self.gt))
+        return error_statistics(*pose_errors(*prediction, *self.gt))
 
     def evaluate(self, path: Path) -> dict[str, Any]:
         """Deviation from FP32 and, with ground truth, errors and their increase.

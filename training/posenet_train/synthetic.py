@@ -45,16 +45,22 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from posenet_train.datasets import PoseRecord, write_cambridge
+from posenet_core.cli import int_at_least, positive_float, run_main
+from posenet_core.datasets import (
+    POSES_CSV_COLUMNS,
+    CameraIntrinsics,
+    PoseRecord,
+    write_cambridge,
+)
+from posenet_core.geometry import matrix_to_quat, pose_to_matrix
 from posenet_train.errors import PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, pose_to_matrix
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -202,15 +208,8 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class PinholeCamera:
-    """Pinhole intrinsics (no distortion) and image size."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
+class PinholeCamera(CameraIntrinsics):
+    """Pinhole intrinsics (no distortion) and image size: the camera of ``intrinsics.json``."""
 
     @classmethod
     def default(
@@ -223,11 +222,6 @@ class PinholeCamera:
         if not (math.isfinite(f) and f > 0.0):
             raise SyntheticSceneError(f"focal length must be a positive number of pixels, got {f}")
         return cls(int(width), int(height), f, f, (width - 1) / 2.0, (height - 1) / 2.0)
-
-    @property
-    def K(self) -> np.ndarray:  # noqa: N802 - the usual name of the camera matrix
-        """3x3 camera matrix."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def to_json(self) -> dict:
         """The content of intrinsics.json."""
@@ -1121,7 +1115,7 @@ def _write_json(path: Path, data: dict) -> None:
 def _write_poses_csv(path: Path, folder: Path, image_paths: list[Path], traj: Trajectory) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "timestamp_s", "x_m", "y_m", "z_m", "qw", "qx", "qy", "qz"])
+        writer.writerow(POSES_CSV_COLUMNS)
         for i, image_path in enumerate(image_paths):
             row = [image_path.relative_to(folder).as_posix()]
             row += [
@@ -1311,29 +1305,6 @@ def main(
     )
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m posenet_train.synthetic``."""
     parser = argparse.ArgumentParser(
@@ -1343,38 +1314,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", required=True, type=Path, help="dataset folder to write")
     parser.add_argument(
-        "--seed", type=_int_at_least(0), default=0, help="scene and jitter seed (default 0)"
+        "--seed", type=int_at_least(0), default=0, help="scene and jitter seed (default 0)"
     )
     parser.add_argument(
         "--train-frames",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=600,
         help="training images, shared by 16 camera loops (default 600)",
     )
     parser.add_argument(
-        "--test-frames", type=_int_at_least(1), default=150, help="test images (default 150)"
+        "--test-frames", type=int_at_least(1), default=150, help="test images (default 150)"
     )
     parser.add_argument(
-        "--width", type=_int_at_least(1), default=640, help="image width in pixels (default 640)"
+        "--width", type=int_at_least(1), default=640, help="image width in pixels (default 640)"
     )
     parser.add_argument(
-        "--height", type=_int_at_least(1), default=480, help="image height in pixels (default 480)"
+        "--height", type=int_at_least(1), default=480, help="image height in pixels (default 480)"
     )
     parser.add_argument(
         "--focal-px",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="focal length fx = fy in pixels (default 500 * width / 640)",
     )
     parser.add_argument(
         "--rate-hz",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         help="frame rate of the timestamps in poses_*.csv (default 10)",
     )
     parser.add_argument(
         "--workers",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=2,
         help="rendering processes (default 2; 1 renders in this process)",
     )
@@ -1394,26 +1365,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 error, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
-    try:
-        folder = main(
-            args.output,
-            seed=args.seed,
-            train_frames=args.train_frames,
-            test_frames=args.test_frames,
-            width=args.width,
-            height=args.height,
-            focal_px=args.focal_px,
-            rate_hz=args.rate_hz,
-            workers=args.workers,
-            image_format=args.image_format,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except PoseNetTrainError as exc:
-        print(f"posenet_train.synthetic: error: {exc}", file=sys.stderr)
-        return 1
-    print(folder)
-    return 0
+    return run_main(
+        "posenet_train.synthetic",
+        main,
+        args,
+        then=print,
+        error_status=1,
+        handled=("no_progress",),
+        progress=not args.no_progress,
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from posenet_train.checkpoint import save_checkpoint
+from posenet_train.checkpoint import save_model_checkpoint
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.evaluate import predict_onnx, read_onnx_contract
 from posenet_train.export import main as export_main
@@ -56,13 +56,9 @@ def exported(tmp_path_factory) -> dict:
     with torch.no_grad():
         model.heads[0].regressor.fc_xyz.weight.mul_(300.0)
         model.heads[0].regressor.fc_wpqr.weight.mul_(300.0)
-    ckpt = save_checkpoint(
+    ckpt = save_model_checkpoint(
         root / "tiny.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
+        model,
         extra={"resize_shorter": RESIZE, "crop_hw": [CROP, CROP], "dataset": str(dataset)},
     )
     result = export_main(ckpt, root / "model" / "tiny.onnx", calibration_images=8)
@@ -295,7 +291,7 @@ def test_regression_tail_stays_float(exported, quantized):
 
 def _write_ground_truth(folder: Path, records, position_m, quat_wxyz) -> Path:
     """Rewrite dataset_test.txt of ``folder`` with the given camera-to-world poses."""
-    from posenet_train.geometry import world_camera_to_cambridge
+    from posenet_core.geometry import world_camera_to_cambridge
 
     header = "Visual Landmark Dataset V1\nImageFile, Camera Position [X Y Z W P Q R]\n\n"
     lines = []
@@ -317,8 +313,8 @@ def ground_truth(exported, tmp_path_factory) -> dict:
     |INT8 - FP32|. The true rotation is the FP32 one turned by 30 degrees, far more than INT8
     moves it. A model with every layer in FP32 is back at +0 %.
     """
+    from posenet_core.geometry import quat_multiply
     from posenet_train.datasets import load_split
-    from posenet_train.geometry import quat_multiply
 
     folder = write_tiny_cambridge(tmp_path_factory.mktemp("gt") / "scene", n_train=2, n_test=8)
     records = load_split(str(folder), "test")
