@@ -1,10 +1,16 @@
 """Train a pose regressor on a dataset split and write checkpoints, a CSV log and TensorBoard logs.
 
-Example (CPU, a few minutes per epoch for GoogLeNet at 224x224)::
+Example (EfficientNet-Lite0 with ImageNet weights, the defaults' network)::
 
     python -m posenet_train.train --dataset ../shared/datasets/middlebury_dino \\
-        --output runs/dino --model posenet-efficientnet-lite0 --epochs 30 --batch-size 16 \\
-        --resize 128 --crop 112
+        --output runs/dino --resize 128 --crop 128,168 --max-shift 4
+
+The schedule is counted in optimizer steps, not epochs: unless ``--batch-size`` is given, the
+batch is the largest (4..16) that makes at least ``--min-steps-per-epoch`` (8) steps per epoch,
+and unless ``--epochs`` is given the run lasts enough epochs for ``--steps`` (2500) optimizer
+steps, and at least ``--min-epochs`` (30). 273 training images train at batch 16 for 148 epochs,
+39 at batch 4 for 278 epochs (rather than 150 steps of one 32-image batch per epoch), 4800 at
+batch 16 for 30 epochs. The derived schedule is printed at the start.
 
 What ends up in ``--output``:
 
@@ -63,7 +69,19 @@ from posenet_train.evaluate import pose_errors, summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
 
-__all__ = ["DEFAULTS", "OPTIMIZERS", "LR_SCHEDULES", "build_parser", "cli", "main"]
+__all__ = [
+    "AUTO_BATCH_MAX",
+    "AUTO_BATCH_MIN",
+    "DEFAULTS",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "VALIDATIONS_PER_RUN",
+    "build_parser",
+    "cli",
+    "describe_schedule",
+    "main",
+    "steps_per_epoch",
+]
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("step", "cosine", "none")
@@ -71,18 +89,18 @@ LR_SCHEDULES = ("step", "cosine", "none")
 #: Defaults of the options that describe a run (None in main() means "this default", or the
 #: resumed run's value).
 DEFAULTS: dict[str, Any] = {
-    "model": "posenet-googlenet",
+    "model": "posenet-efficientnet-lite0",
     "pretrained": "auto",
-    "batch_size": 32,
-    "lr": 1e-4,
+    "batch_size": None,  # derived: see _resolve_schedule
+    "lr": 3e-4,
     "optimizer": "adam",
     "momentum": 0.9,
     "weight_decay": 0.0,
-    "lr_schedule": "step",
+    "lr_schedule": "cosine",
     "lr_step_size": 50,
     "lr_gamma": 0.1,
     "loss": "posenet",
-    "beta": 3.0,
+    "beta": 1.0,
     "loss_norm": None,
     "color_jitter": 0.0,
     "max_shift": None,
@@ -93,8 +111,11 @@ DEFAULTS: dict[str, Any] = {
     "frozen_blocks": 0,
     "channels_last": False,
     "model_kwargs": {},
-    "epochs": 100,
-    "val_every": 1,
+    "epochs": None,  # derived: see _resolve_schedule
+    "steps": 2500,
+    "min_steps_per_epoch": 8,
+    "min_epochs": 30,
+    "val_every": None,  # derived: about VALIDATIONS_PER_RUN validations
     "workers": 0,
     "threads": None,
     "max_steps": None,
@@ -103,7 +124,14 @@ DEFAULTS: dict[str, Any] = {
 #: Options of one invocation, never taken from a resumed run.
 _PER_INVOCATION = ("workers", "threads", "max_steps", "device", "channels_last")
 #: Options that may differ when a run is resumed (None: keep the run's value).
-_RESUME_OVERRIDABLE = ("epochs", "val_every", *_PER_INVOCATION)
+_RESUME_OVERRIDABLE = ("epochs", "steps", "val_every", *_PER_INVOCATION)
+#: The batch size the schedule derives is at most this (what the dino recipe was measured
+#: with) and at least this (smaller batches make batch-norm statistics too noisy).
+AUTO_BATCH_MAX = 16
+AUTO_BATCH_MIN = 4
+#: Validations in a run whose --val-every is not given (a 300-epoch run of a small set must not
+#: spend its time validating every epoch).
+VALIDATIONS_PER_RUN = 30
 _OUTPUT_FILES = ("last.pt", "best.pt", "log.csv", "config.json")
 _CSV_FIELDS = (
     "epoch",
@@ -233,10 +261,17 @@ def _check_options(cfg: dict[str, Any]) -> None:
                 f"{key} {cfg[key]!r} is not allowed; expected one of "
                 f"{', '.join(str(a) for a in allowed if a is not None)}"
             )
-    positive = ("epochs", "batch_size", "lr", "lr_step_size", "resize", "beta")
+    positive = ("lr", "lr_step_size", "resize", "beta")
     for key in positive:
         if not cfg[key] > 0:
             raise PoseNetTrainError(f"{key} must be > 0, got {cfg[key]!r}")
+    # None: derived from the data (_resolve_schedule).
+    for key in ("epochs", "batch_size", "steps", "min_steps_per_epoch", "min_epochs"):
+        value = cfg[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
+            raise PoseNetTrainError(f"{key} must be a positive integer, got {value!r}")
     non_negative = (
         "momentum",
         "weight_decay",
@@ -246,7 +281,7 @@ def _check_options(cfg: dict[str, Any]) -> None:
         "frozen_blocks",
     )
     for key in non_negative:
-        if cfg[key] < 0:
+        if cfg[key] is not None and cfg[key] < 0:
             raise PoseNetTrainError(f"{key} must be >= 0, got {cfg[key]!r}")
     if not 0.0 < cfg["lr_gamma"] <= 1.0:
         raise PoseNetTrainError(f"lr_gamma must be in (0, 1], got {cfg['lr_gamma']!r}")
@@ -264,6 +299,92 @@ def _check_options(cfg: dict[str, Any]) -> None:
         raise PoseNetTrainError(f"max_steps must be > 0, got {cfg['max_steps']!r}")
     if cfg["threads"] is not None and cfg["threads"] <= 0:
         raise PoseNetTrainError(f"threads must be > 0, got {cfg['threads']!r}")
+
+
+def _check_schedule_request(requested: dict[str, Any]) -> None:
+    """Refuse options that would each decide the same number (the user gave both)."""
+    pairs = (
+        ("epochs", "steps", "--epochs sets the length directly; --steps derives it"),
+        ("epochs", "min_epochs", "--min-epochs bounds only a length derived from --steps"),
+        (
+            "batch_size",
+            "min_steps_per_epoch",
+            "--min-steps-per-epoch only bounds a derived batch size",
+        ),
+    )
+    for first, second, why in pairs:
+        if requested.get(first) is not None and requested.get(second) is not None:
+            raise PoseNetTrainError(
+                f"give {first} or {second}, not both ({why}): got {first}={requested[first]!r}"
+                f" and {second}={requested[second]!r}"
+            )
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``images`` (per process) at ``batch_size``: the trainer
+    drops the last incomplete batch unless the set is smaller than one batch."""
+    return images // batch_size if images >= batch_size else 1
+
+
+def _resolve_schedule(cfg: dict[str, Any], images: int) -> dict[str, Any]:
+    """Fill in a derived batch size and number of epochs; return the schedule.
+
+    Batch size (when not given): the largest that still makes ``min_steps_per_epoch`` steps per
+    epoch, within ``AUTO_BATCH_MIN..AUTO_BATCH_MAX``: 273 images train at batch 16 (17 steps per
+    epoch), 39 at batch 4 (9 steps), instead of one step of 32 per epoch. Epochs (when not
+    given): enough for ``steps`` optimizer steps, and at least ``min_epochs`` passes over a large
+    set. ``images`` is the training images per process.
+    """
+    if images < 1:
+        raise PoseNetTrainError("the training split holds no images")
+    derived = []
+    if cfg["batch_size"] is None:
+        per_epoch = cfg["min_steps_per_epoch"] or DEFAULTS["min_steps_per_epoch"]
+        cfg["batch_size"] = int(
+            min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, images // per_epoch), images)
+        )
+        derived.append("batch_size")
+    per_epoch = steps_per_epoch(images, cfg["batch_size"])
+    if cfg["epochs"] is None:
+        steps = cfg["steps"] or DEFAULTS["steps"]
+        min_epochs = cfg["min_epochs"] or DEFAULTS["min_epochs"]
+        cfg["epochs"] = int(max(min_epochs, math.ceil(steps / per_epoch)))
+        derived.append("epochs")
+    if cfg["val_every"] is None:
+        cfg["val_every"] = max(1, math.ceil(cfg["epochs"] / VALIDATIONS_PER_RUN))
+        derived.append("val_every")
+    return {
+        "images": int(images),
+        "batch_size": int(cfg["batch_size"]),
+        "steps_per_epoch": int(per_epoch),
+        "epochs": int(cfg["epochs"]),
+        "total_steps": int(per_epoch * cfg["epochs"]),
+        "val_every": int(cfg["val_every"]),
+        "derived": derived,
+    }
+
+
+def describe_schedule(schedule: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """One line that says what the run will do and where each number came from."""
+    batch_note = (
+        f" (derived: >= {cfg['min_steps_per_epoch'] or DEFAULTS['min_steps_per_epoch']} steps"
+        f" per epoch, {AUTO_BATCH_MIN}..{AUTO_BATCH_MAX})"
+        if "batch_size" in schedule["derived"]
+        else " (given)"
+    )
+    if "epochs" in schedule["derived"]:
+        epochs_note = (
+            f" (derived: {cfg['steps'] or DEFAULTS['steps']} steps, at least"
+            f" {cfg['min_epochs'] or DEFAULTS['min_epochs']} epochs)"
+        )
+    else:
+        epochs_note = " (given)"
+    return (
+        f"schedule: {schedule['images']} training images, batch {schedule['batch_size']}"
+        f"{batch_note}, {schedule['steps_per_epoch']} steps per epoch, {schedule['epochs']}"
+        f" epochs{epochs_note} = {schedule['total_steps']} optimizer steps; validation every"
+        f" {schedule['val_every']} epochs"
+    )
 
 
 def _build_optimizer(
@@ -418,15 +539,25 @@ def main(
     channels_last: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     device: str | None = None,
+    steps: int | None = None,
+    min_steps_per_epoch: int | None = None,
+    min_epochs: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a model; see the module docstring. Returns a summary dict.
 
     Options left at None take :data:`DEFAULTS` for a new run, or the resumed run's values.
+    The schedule is counted in optimizer steps: unless ``batch_size`` is given it is the largest
+    (4..16) that makes ``min_steps_per_epoch`` steps per epoch on this training set, and unless
+    ``epochs`` is given they are enough for ``steps`` optimizer steps and at least
+    ``min_epochs`` (giving both of a pair is an error); the derived schedule is printed at the
+    start and recorded in the checkpoint (``extra["schedule"]``). On resume ``steps`` (like
+    ``epochs``) may grow the run.
     ``pretrained``: "auto" (the model's default: "imagenet" for EfficientNet-Lite0, none for
     GoogLeNet), "none", "imagenet" or a weights file. ``resume``: a checkpoint path or "auto"
     (``output/last.pt`` if it exists, else a new run). ``val_every``: validate on the test
-    split every N epochs and after the last (0: never; then best.pt is not written).
+    split every N epochs and after the last (0: never; then best.pt is not written; None: about
+    ``VALIDATIONS_PER_RUN`` times in the run).
     ``max_steps``: stop after this many optimizer steps (smoke tests; the partial epoch counts
     as finished). ``model_kwargs``: extra constructor arguments of the model (e.g.
     ``{"dropout": 0.2}``), recorded in the checkpoint's ``model_args``.
@@ -470,6 +601,9 @@ def main(
             "channels_last": bool(channels_last),
             "model_kwargs": None if model_kwargs is None else dict(model_kwargs),
             "device": device,
+            "steps": steps,
+            "min_steps_per_epoch": min_steps_per_epoch,
+            "min_epochs": min_epochs,
         }
         return _train(requested, output, resume, overwrite, progress, ddp)
     finally:
@@ -487,22 +621,22 @@ def _train(
     progress: bool,
     ddp: _Dist,
 ) -> dict[str, Any]:
+    _check_schedule_request(requested)
     resume_path = _prepare_output(output, None if resume is None else str(resume), overwrite)
     ckpt = load_checkpoint(resume_path) if resume_path is not None else None
+    saved = None
     if ckpt is not None:
         saved = ckpt["extra"].get("config")
         if not isinstance(saved, dict):
             raise CheckpointError(f"{resume_path} records no training options; cannot resume")
         cfg = _merge_resumed_config(requested, saved, resume_path)
-        cfg.setdefault("frozen_blocks", 0)  # runs from before the option existed
+        # Runs from before these options existed.
+        cfg.setdefault("frozen_blocks", 0)
+        for key in ("steps", "min_steps_per_epoch", "min_epochs"):
+            cfg.setdefault(key, None)
         cfg["crop"] = tuple(cfg["crop"])
-        if cfg["lr_schedule"] == "cosine" and cfg["epochs"] != saved["epochs"] and ddp.is_main:
-            print(
-                f"warning: the cosine schedule of {resume_path} was planned for "
-                f"{saved['epochs']} epochs and continues unchanged (past its end the lr rises "
-                "again); prefer a new run, or the step schedule, to train longer",
-                file=sys.stderr,
-            )
+        if requested["steps"] is not None and requested["epochs"] is None:
+            cfg["epochs"] = None  # derive from the new step budget, at the run's batch size
     else:
         if requested["dataset"] is None:
             raise PoseNetTrainError("--dataset is required for a new run")
@@ -514,6 +648,11 @@ def _train(
             cfg["pretrained"] = default_pretrained(cfg["model"])
         if cfg["pretrained"] == "none":
             cfg["pretrained"] = None
+        # Record only the schedule options that decide something in this run.
+        if requested["epochs"] is not None:
+            cfg["steps"] = cfg["min_epochs"] = None
+        if requested["batch_size"] is not None:
+            cfg["min_steps_per_epoch"] = None
     _check_options(cfg)
 
     if cfg["threads"] is not None:
@@ -532,6 +671,21 @@ def _train(
 
     # Data.
     train_records = load_split(cfg["dataset"], "train")
+    schedule = _resolve_schedule(cfg, math.ceil(len(train_records) / ddp.world_size))
+    if ddp.is_main:
+        print(describe_schedule(schedule, cfg), file=sys.stderr, flush=True)
+    if (
+        saved is not None
+        and cfg["lr_schedule"] == "cosine"
+        and cfg["epochs"] != saved["epochs"]
+        and ddp.is_main
+    ):
+        print(
+            f"warning: the cosine schedule of {resume_path} was planned for "
+            f"{saved['epochs']} epochs and continues unchanged (past its end the lr rises "
+            "again); prefer a new run, or the step schedule, to train longer",
+            file=sys.stderr,
+        )
     val_records = load_split(cfg["dataset"], "test") if cfg["val_every"] > 0 else []
     train_set = PoseDataset(
         train_records,
@@ -665,6 +819,7 @@ def _train(
             "crop": list(cfg["crop"]),
             "model_args": model_args,
             "world_size": ddp.world_size,
+            "schedule": schedule,
         }
         (output / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
         if not csv_path.exists():
@@ -765,6 +920,7 @@ def _train(
                     "last_val": last_val,
                     "val": val_summary,
                     "rng": rng_all,
+                    "schedule": schedule,
                 }
                 state = {
                     "model": net,
@@ -1009,9 +1165,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained",
         help="backbone weights: auto (the model's default), none, imagenet, or a weights file",
     )
-    p.add_argument("--epochs", type=_positive_int, help="epochs to train in total (100)")
     p.add_argument(
-        "--batch-size", type=_positive_int, help=f"images per step and process ({d['batch_size']})"
+        "--epochs",
+        type=_positive_int,
+        help="epochs to train in total (default: derived from --steps and --min-epochs)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        help=f"optimizer steps to train for when --epochs is not given: the run lasts enough "
+        f"whole epochs for them, at least --min-epochs ({d['steps']})",
+    )
+    p.add_argument(
+        "--min-epochs",
+        type=_positive_int,
+        help=f"with --steps, at least this many epochs on a large set ({d['min_epochs']})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"images per step and process (default: the largest, {AUTO_BATCH_MIN} to "
+        f"{AUTO_BATCH_MAX}, that makes --min-steps-per-epoch steps per epoch)",
+    )
+    p.add_argument(
+        "--min-steps-per-epoch",
+        type=_positive_int,
+        help=f"steps per epoch the derived batch size aims for ({d['min_steps_per_epoch']}); a "
+        "small set then still takes many steps instead of one large batch per epoch",
     )
     p.add_argument("--lr", type=_positive_float, help=f"learning rate ({d['lr']})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer ({d['optimizer']})")
@@ -1077,7 +1257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-every",
         type=_non_negative_int,
-        help="validate on the test split every N epochs and after the last; 0: never (1)",
+        help="validate on the test split every N epochs and after the last; 0: never (default: "
+        f"about {VALIDATIONS_PER_RUN} times per run)",
     )
     p.add_argument(
         "--threads",
@@ -1162,6 +1343,9 @@ def cli(argv: Sequence[str] | None = None) -> int:
             channels_last=args.channels_last,
             model_kwargs=dict(args.model_arg) if args.model_arg else None,
             device=args.device,
+            steps=args.steps,
+            min_steps_per_epoch=args.min_steps_per_epoch,
+            min_epochs=args.min_epochs,
             progress=not args.no_progress,
         )
     except PoseNetTrainError as exc:
