@@ -150,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=4096,
         help="SIFT features per image (default 4096)",
     )
+    g.add_argument(
+        "--init-min-tri-angle",
+        type=_number(low=0.1, high=60.0),
+        default=4.0,
+        metavar="DEG",
+        help="smallest median triangulation angle of the frame pair a model starts from"
+        " (default 4; COLMAP's is 16, which a camera driving forward rarely reaches)",
+    )
+    g.add_argument(
+        "--init-max-forward-motion",
+        type=_number(low=0.5, high=1.0),
+        default=1.0,
+        help="largest share |t_z|/|t| of that pair's baseline along the optical axis (default 1:"
+        " forward motion allowed; COLMAP's is 0.95, which refuses a robot driving straight)",
+    )
     g.add_argument("--threads", type=_int_at_least(1), default=2, help="CPU threads (default 2)")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
     g.add_argument(
@@ -162,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-registered-share",
         type=_number(low=0.0, high=1.0),
         default=0.5,
-        help="smallest share of the selected frames that must register (default 0.5)",
+        help="smallest share of the selected frames that must register (default 0.5); below"
+        " this (or --min-registered) mapping is tried once more with COLMAP's initialisation",
     )
     g = p.add_argument_group("scale and frame (at most one; none keeps SfM units)")
     scale = g.add_mutually_exclusive_group()
@@ -280,6 +296,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
                 matcher=args.matcher,
                 overlap=args.overlap,
                 max_features=args.max_features,
+                init_min_tri_angle_deg=args.init_min_tri_angle,
+                init_max_forward_motion=args.init_max_forward_motion,
                 num_threads=args.threads,
                 seed=args.seed,
                 min_registered=args.min_registered,
