@@ -24,13 +24,14 @@ loop closure, quadratic cost).
 Initialisation on forward motion. COLMAP starts a model from one pair of frames and by default
 refuses pairs whose baseline lies within 18° of the optical axis (``init_max_forward_motion``
 0.95) or whose median triangulation angle is below 16°. A robot driving forward makes nothing
-but such pairs: on a rendered 60 m street drive the defaults either find no pair at all or start
-from a spurious one (a homography of one facade) and drift to 5 % of the path. Forward pairs are
-well conditioned with calibrated intrinsics (the points beside the road have large parallax), so
-the defaults here accept them (``init_max_forward_motion`` 1.0) with a 4° angle, which COLMAP
-relaxes further (2°, 1°) when nothing initialises. When the largest model still covers too few
-frames, :func:`run_mapping` retries with COLMAP's own initialisation (16°, 0.95) and keeps the
-better result (:data:`INIT_FALLBACK`).
+but such pairs: on a rendered 60 m street drive the defaults either register two frames or start
+from a spurious pair (e.g. one whose matches a single facade's homography explains) and drift to
+3-5 % of the path. Forward pairs are well conditioned with calibrated intrinsics (the points
+beside the road have large parallax), so the defaults here accept them
+(``init_max_forward_motion`` 1.0) with a 4° angle, which COLMAP relaxes further (2°, 1°) when
+nothing initialises. When the largest model still covers too few frames,
+:func:`map_with_fallback` maps again with COLMAP's own initialisation (:data:`INIT_FALLBACK`,
+16° and 0.95) and keeps the better result.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ __all__ = [
 
 MATCHERS = ("sequential", "exhaustive")
 #: COLMAP's own initialisation (init_min_tri_angle in degrees, init_max_forward_motion): the
-#: second try of :func:`run_mapping` when the first leaves too few frames registered.
+#: second try of :func:`map_with_fallback` when the first leaves too few frames registered.
 INIT_FALLBACK = (16.0, 0.95)
 # Images per pycolmap.extract_features call: small enough for a live progress bar, large enough
 # that the per-call set-up (thread pool, database transaction) stays negligible.
