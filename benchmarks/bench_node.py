@@ -44,27 +44,24 @@ def dino_dir() -> Path:
     )
 
 
-def make_googlenet_model(path: Path, threads: int) -> Path:
-    """A posenet-googlenet model file (random weights: speed does not depend on them).
+def make_model_file(
+    path: Path, threads: int, architecture: str = "posenet-googlenet", **model_args
+) -> Path:
+    """A model file of ``architecture`` (random weights: speed does not depend on them).
 
     Goes through the trainer's own checkpoint and export, so the graph is the one users ship.
     """
     import torch
 
     from posenet_train import export
-    from posenet_train.checkpoint import save_checkpoint
+    from posenet_train.checkpoint import save_model_checkpoint
     from posenet_train.models import build_model
 
     torch.set_num_threads(threads)
-    model = build_model("posenet-googlenet", pretrained=None)
-    checkpoint = path.with_suffix(".pt")
-    save_checkpoint(
-        checkpoint,
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
+    model = build_model(architecture, pretrained=None, **model_args)
+    checkpoint = save_model_checkpoint(
+        path.with_suffix(".pt"),
+        model,
         extra={"resize_shorter": 256, "crop_hw": (224, 224), "dataset": str(dino_dir())},
     )
     export.main(checkpoint, path, calibration_images=0)
@@ -93,7 +90,7 @@ def run(args: argparse.Namespace) -> dict:
         model = (
             Path(args.model)
             if args.model
-            else make_googlenet_model(Path(tmp) / "googlenet.onnx", args.threads)
+            else make_model_file(Path(tmp) / "googlenet.onnx", args.threads)
         )
         domain = next_domain_id()
         peer = TestPeer(domain, name="bench_camera")

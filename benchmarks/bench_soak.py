@@ -44,7 +44,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from posenet_ros.msg import PoseEstimate  # noqa: E402
 
-from bench_node import dino_dir, image_message, rss_mb  # noqa: E402
+from bench_node import image_message, make_model_file, rss_mb  # noqa: E402
 from ros_harness import NodeProcess, TestPeer, next_domain_id  # noqa: E402
 
 MAX_RSS_GROWTH = 0.05  # after the first interval
@@ -62,31 +62,6 @@ NODE_PARAMS = {
 }
 
 
-def make_uncertainty_model(path: Path, architecture: str, threads: int) -> Path:
-    """A model file of ``architecture`` with an uncertainty head, through the trainer's own
-    checkpoint and export (random weights)."""
-    import torch
-
-    from posenet_train import export
-    from posenet_train.checkpoint import save_checkpoint
-    from posenet_train.models import build_model
-
-    torch.set_num_threads(threads)
-    model = build_model(architecture, pretrained=None, uncertainty=True)
-    checkpoint = path.with_suffix(".pt")
-    save_checkpoint(
-        checkpoint,
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
-        extra={"resize_shorter": 256, "crop_hw": (224, 224), "dataset": str(dino_dir())},
-    )
-    export.main(checkpoint, path, calibration_images=0)
-    return path
-
-
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -96,7 +71,9 @@ def run(args: argparse.Namespace) -> dict:
         model = (
             Path(args.model)
             if args.model
-            else make_uncertainty_model(Path(tmp) / "soak.onnx", args.architecture, args.threads)
+            else make_model_file(
+                Path(tmp) / "soak.onnx", args.threads, args.architecture, uncertainty=True
+            )
         )
         domain = next_domain_id()
         peer = TestPeer(domain, name="soak_camera")

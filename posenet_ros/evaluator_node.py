@@ -8,7 +8,8 @@ image and ground truth the same one), logs the running median errors every ``pri
 matches, and at the end (SIGINT, ``expected_count`` matches, or ``idle_timeout_s`` without a
 message) logs a summary line and writes ``summary.json``, ``errors.csv``, ``trajectory.png``,
 ``errors_over_time.png`` and ``error_cdf.png`` into ``output_dir``.
-The matching, error maths and files live in ``posenet_ros.pose_matching`` (no ROS).
+The matching and error maths are posenet_core's (``posenet_core.matching``, ``.metrics``), the
+summary and files ``posenet_ros.evaluation``'s (no ROS).
 """
 
 from __future__ import annotations
@@ -22,31 +23,25 @@ from pathlib import Path
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 
+from posenet_core.errors import EvaluationError
+from posenet_core.matching import MatchedPose, RunningMedian, StampedPose, StampMatcher
 from posenet_ros.errors import PoseNetError
-from posenet_ros.pose_matching import (
-    EvaluationError,
-    MatchedPose,
-    RunningMedian,
-    StampedPose,
-    StampMatcher,
+from posenet_ros.evaluation import (
     read_reference_summary,
     summarize,
     summary_line,
     write_outputs,
 )
+from posenet_ros.ros_common import declare_checked, reliable_qos, run_node, spin_until_stopped
 from posenet_ros.ros_common import descriptor as make_descriptor
-from posenet_ros.ros_common import reliable_qos, shut_down_while_spinning
 from posenet_ros.stats import RateLimiter
 
 # Reliable and deep enough for a burst: a pose lost is a pose not scored. Matches the
 # relocalizer's reliable outputs and the player's reliable ground truth.
 POSE_QOS = reliable_qos(100)
-EXIT_STARTUP_FAILURE = 2
 EXIT_WRITE_FAILURE = 1
 _NS_PER_S = 1_000_000_000
 
@@ -69,12 +64,7 @@ class PoseEvaluatorNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("pose_evaluator", **kwargs)
-        self._declare_parameters()
-        p = {name: self.get_parameter(name).value for name in self._parameter_names}
-        reason = self._check_parameters(p)
-        if reason:
-            raise PoseNetError(reason)
-        self._p = p
+        p = self._p = declare_checked(self, self._parameter_table(), self._check_parameters)
         self.output_dir = Path(p["output_dir"]).absolute()
         try:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +122,9 @@ class PoseEvaluatorNode(Node):
         )
 
     # ----------------------------------------------------------------------------- parameters
-    def _declare_parameters(self) -> None:
+    @staticmethod
+    def _parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+        """(name, default, descriptor) of every parameter."""
         S, INT, D = (
             ParameterType.PARAMETER_STRING,
             ParameterType.PARAMETER_INTEGER,
@@ -204,9 +196,7 @@ class PoseEvaluatorNode(Node):
                 ),
             ),
         ]
-        self._parameter_names = [name for name, _, _ in params]
-        for name, default, descriptor in params:
-            self.declare_parameter(name, default, descriptor)
+        return params
 
     @staticmethod
     def _check_parameters(p: dict) -> str:
@@ -334,37 +324,17 @@ class PoseEvaluatorNode(Node):
         return 0
 
 
+def _evaluate(node: PoseEvaluatorNode) -> int:
+    spin_until_stopped(node, node.done)
+    # Results are written however the run ended: a SIGINT is the normal end of a live run.
+    return node.finish()
+
+
 def main(args: list[str] | None = None) -> int:
     """Evaluate until done; 0 on success, 2 when start-up fails, 1 if results cannot be written."""
-    try:
-        rclpy.init(args=args if args is not None else sys.argv)
-    except RuntimeError as e:  # rclpy's RCLError: malformed --ros-args
-        print(f"pose_evaluator: cannot start: invalid --ros-args ({e})", file=sys.stderr)
-        return EXIT_STARTUP_FAILURE
-    logger = rclpy.logging.get_logger("pose_evaluator")
-    node = None
-    try:
-        try:
-            node = PoseEvaluatorNode()
-        except InvalidParameterTypeException as e:
-            logger.fatal(f"cannot start: {e} (write doubles with a decimal point, e.g. 0.5)")
-            return EXIT_STARTUP_FAILURE
-        except (PoseNetError, ParameterException) as e:
-            logger.fatal(f"cannot start: {e}")
-            return EXIT_STARTUP_FAILURE
-        try:
-            rclpy.spin_until_future_complete(node, node.done)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        except RuntimeError:
-            if not shut_down_while_spinning(node):
-                raise
-        # Results are written however the run ended: a SIGINT is the normal end of a live run.
-        return node.finish()
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node(
+        "pose_evaluator", PoseEvaluatorNode, _evaluate, double_example="0.5", args=args
+    )
 
 
 if __name__ == "__main__":

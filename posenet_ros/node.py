@@ -33,6 +33,12 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
+from posenet_core.covariance import (
+    base_pose_with_covariance,
+    covariance_6x6_from_diagonal,
+    extrinsic_from_parameters,
+    stddev_from_covariance,
+)
 from posenet_ros.backends import BACKEND_CHOICES
 from posenet_ros.errors import (
     BackendError,
@@ -44,12 +50,6 @@ from posenet_ros.errors import (
 )
 from posenet_ros.frame_worker import LatestFrameWorker
 from posenet_ros.gating import GateConfig, GateDecision, PoseGate
-from posenet_ros.geometry import (
-    base_pose_with_covariance,
-    covariance_6x6_from_diagonal,
-    extrinsic_from_parameters,
-    stddev_from_covariance,
-)
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS
 from posenet_ros.msg import PoseEstimate
 from posenet_ros.pipeline import Relocalizer, pose_covariance
@@ -63,7 +63,7 @@ from posenet_ros.stats import (
     NodeStats,
     RateLimiter,
 )
-from posenet_ros.trt_engine import PRECISIONS
+from posenet_ros.tensorrt.options import PRECISIONS
 
 OUTPUT_QOS = reliable_qos(10)
 TF_QOS = reliable_qos(100)  # what tf2_ros.TransformBroadcaster uses

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from posenet_core.contract import ModelInfo
+from posenet_core.covariance import covariance_6x6_from_log_variance
+from posenet_core.geometry import normalize_quat_wxyz, validate_position
+from posenet_core.preprocess import preprocess
 from posenet_ros.backends import create_backend
 from posenet_ros.errors import BackendError
-from posenet_ros.geometry import (
-    covariance_6x6_from_log_variance,
-    normalize_quat_wxyz,
-    validate_position,
-)
 from posenet_ros.image_codec import DEFAULT_MAX_PIXELS, compressed_msg_to_rgb, image_msg_to_rgb
-from posenet_ros.model_file import ModelInfo, load_model_info
-from posenet_ros.preprocess import preprocess
+from posenet_ros.model_file import load_model_info
 
 # A trained network outputs a quaternion whose norm is close to 1 (the export normalises it);
 # a norm far from 1 means the graph is not the one the contract describes, or it diverged.
@@ -62,81 +60,6 @@ def pose_covariance(
     return np.asarray(fixed_covariance_6x6, dtype=np.float64).reshape(6, 6), False
 
 
-class _SessionTap:
-    """Wraps an ONNX Runtime session so that every ``run`` also fetches one more output.
-
-    The backends' ``infer`` returns position and orientation only (the interface every backend
-    keeps); the tap lets the backend's own ``infer``, with all its checks, run unchanged while
-    the extra output is picked up on the way. Everything else is the wrapped session's.
-    """
-
-    def __init__(self, session, name: str) -> None:
-        self._session = session
-        self._name = name
-        self.last: np.ndarray | None = None
-
-    def run(self, output_names, input_feed, *args, **kwargs):
-        outputs = self._session.run([*output_names, self._name], input_feed, *args, **kwargs)
-        self.last = outputs[-1]
-        return outputs[:-1]
-
-    def __getattr__(self, attribute: str):
-        return getattr(self._session, attribute)
-
-
-class _RunnerTap:
-    """Wraps a TensorRT engine runner (``run(image) -> {name: array}``, ``output_names``) so
-    that it also copies out one more output; see :class:`_SessionTap`."""
-
-    def __init__(self, runner, name: str) -> None:
-        self._runner = runner
-        self._name = name
-        self.last: np.ndarray | None = None
-        names = getattr(runner, "output_names", None)
-        if isinstance(names, list) and name not in names:
-            names.append(name)
-
-    def run(self, image_BCHW):
-        try:
-            outputs = self._runner.run(image_BCHW)
-        except KeyError as exc:
-            raise BackendError(
-                f"the TensorRT engine has no output {self._name!r} (posenet.uncertainty_output);"
-                " rebuild the engine from this model file (rebuild_engine:=true) or set "
-                "use_model_covariance:=false"
-            ) from exc
-        if self._name not in outputs:
-            raise BackendError(
-                f"the TensorRT engine runner did not return output {self._name!r} "
-                "(posenet.uncertainty_output)"
-            )
-        self.last = outputs[self._name]
-        return outputs
-
-    def __getattr__(self, attribute: str):
-        return getattr(self._runner, attribute)
-
-
-def attach_uncertainty_tap(backend, output_name: str):
-    """Make ``backend.infer`` also fetch ``output_name``; returns the tap (``tap.last``).
-
-    Works with the ONNX Runtime backend (attribute ``session``) and the TensorRT backend
-    (attribute ``runner``). Raises BackendError for a backend that has neither.
-    """
-    if hasattr(backend, "session"):
-        tap = _SessionTap(backend.session, output_name)
-        backend.session = tap
-        return tap
-    if hasattr(backend, "runner"):
-        tap = _RunnerTap(backend.runner, output_name)
-        backend.runner = tap
-        return tap
-    raise BackendError(
-        f"backend {getattr(backend, 'name', type(backend).__name__)!r} cannot deliver the "
-        f"model's uncertainty output {output_name!r}; set use_model_covariance:=false"
-    )
-
-
 class Relocalizer:
     """A loaded model file and its inference backend, ready to turn images into poses."""
 
@@ -153,10 +76,10 @@ class Relocalizer:
         """Load and validate ``model_path``; raises ModelFileError / BackendError on failure.
 
         ``backend_options`` go to ``create_backend`` (TensorRT: engine_cache_dir,
-        rebuild_engine, trt_precision). ``read_uncertainty``: fetch the model's log-variance
-        output (format 2 files that declare one) with every estimate; checked once at start-up
-        with an inference on a blank image, so a backend or engine that cannot deliver it fails
-        here rather than on every frame.
+        rebuild_engine, trt_precision). ``read_uncertainty``: use the model's log-variance
+        output (format 2 files that declare one; every backend returns it by name) with every
+        estimate; checked once at start-up with an inference on a blank image, so a backend that
+        cannot deliver it fails here rather than on every frame.
         """
         self.info: ModelInfo = load_model_info(model_path)
         self.backend = create_backend(
@@ -166,33 +89,28 @@ class Relocalizer:
         height, width = self.info.input_hw
         # Reused every frame: no per-frame allocation of the network input.
         self._input_BCHW = np.zeros((1, 3, height, width), dtype=np.float32)
-        self._uncertainty_tap = None
-        if read_uncertainty and self.info.uncertainty_output is not None:
-            self._uncertainty_tap = attach_uncertainty_tap(
-                self.backend, self.info.uncertainty_output
-            )
-            self.backend.infer(self._input_BCHW)
-            self._take_uncertainty_output()
+        self._uncertainty_output = self.info.uncertainty_output if read_uncertainty else None
+        if self._uncertainty_output is not None:
+            self._log_variance_row(self.backend.infer(self._input_BCHW))
 
     @property
     def has_uncertainty(self) -> bool:
         """Whether estimates carry the model's log-variances (``PoseResult.log_variance``)."""
-        return self._uncertainty_tap is not None
+        return self._uncertainty_output is not None
 
-    def _take_uncertainty_output(self) -> np.ndarray:
-        """The tapped log-variances of the last inference, (6,) or (2,); BackendError if absent
-        or not one row."""
-        tap = self._uncertainty_tap
-        raw, tap.last = tap.last, None
+    def _log_variance_row(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The uncertainty output of one inference, (6,) or (2,); BackendError if the backend
+        did not return it or it is not one row."""
+        raw = outputs.get(self._uncertainty_output)
         if raw is None:
             raise BackendError(
-                f"the backend returned no {self.info.uncertainty_output!r} output "
+                f"the backend returned no {self._uncertainty_output!r} output "
                 "(posenet.uncertainty_output)"
             )
         values = np.asarray(raw, dtype=np.float64)
         if values.shape not in ((1, 6), (1, 2)):
             raise BackendError(
-                f"uncertainty output {self.info.uncertainty_output!r} has shape "
+                f"uncertainty output {self._uncertainty_output!r} has shape "
                 f"{list(values.shape)}; expected [1,6] or [1,2] for one image"
             )
         return values.reshape(-1)
@@ -209,10 +127,11 @@ class Relocalizer:
         t0 = time.perf_counter()
         preprocess(rgb_HWC, self.info.resize_shorter, self.info.input_hw, out=self._input_BCHW)
         t1 = time.perf_counter()
-        position, quat = self.backend.infer(self._input_BCHW)
+        outputs = self.backend.infer(self._input_BCHW)
         t2 = time.perf_counter()
-        # Taken before any check can raise, so a value never outlives its frame.
-        raw_log_variance = self._take_uncertainty_output() if self.has_uncertainty else None
+        position = outputs[self.info.position_output]
+        quat = outputs[self.info.orientation_output]
+        raw_log_variance = self._log_variance_row(outputs) if self.has_uncertainty else None
         position_m = validate_position(np.asarray(position, dtype=np.float64).reshape(-1)[:3])
         quat_wxyz = normalize_quat_wxyz(
             np.asarray(quat, dtype=np.float64).reshape(-1)[:4],

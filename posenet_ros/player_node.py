@@ -1,7 +1,7 @@
 """The dataset player: a dataset's images as a camera stream, with its ground truth beside them.
 
 Plays one split of a dataset folder (Cambridge Landmarks or 7-Scenes layout, see
-``posenet_ros.dataset_reader``) at a fixed rate, once or looping, so the relocalizer can be run
+``posenet_core.datasets``) at a fixed rate, once or looping, so the relocalizer can be run
 and evaluated without a camera (``pose_evaluator`` compares its output with the ground truth).
 
 Publishes   ``image`` (sensor_msgs/Image, best effort like a camera driver),
@@ -27,26 +27,23 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType
 from rclpy.duration import Duration
-from rclpy.exceptions import InvalidParameterTypeException, ParameterException
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.task import Future
 from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CameraInfo, Image
 
-from posenet_ros.dataset_reader import (
-    SPLITS,
-    CameraIntrinsics,
-    DatasetFrame,
-    FramePrefetcher,
-    PlaybackItem,
-    load_rgb,
-    loop_period_s,
-    read_dataset,
-)
+from posenet_core.datasets import SPLITS, CameraIntrinsics, PoseRecord, read_dataset
+from posenet_core.images import read_rgb
 from posenet_ros.errors import PoseNetError
 from posenet_ros.image_codec import rgb_to_image_fields
-from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
+from posenet_ros.playback import FramePrefetcher, PlaybackItem, loop_period_s
+from posenet_ros.ros_common import (
+    CAMERA_QOS,
+    declare_checked,
+    reliable_qos,
+    run_node,
+    spin_until_stopped,
+)
 from posenet_ros.ros_common import descriptor as make_descriptor
 from posenet_ros.stats import RateLimiter
 
@@ -56,7 +53,6 @@ IMAGE_QOS = CAMERA_QOS
 # Ground truth must not be lost: every pose lost is an estimate the evaluator cannot score.
 GROUND_TRUTH_QOS = reliable_qos(100)
 
-EXIT_STARTUP_FAILURE = 2
 ENCODINGS = ("rgb8", "bgr8")
 STAMP_MODES = ("now", "dataset")
 PREFETCH_DEPTH = 4
@@ -111,12 +107,7 @@ class DatasetPlayerNode(Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("dataset_player", **kwargs)
-        self._declare_parameters()
-        p = {name: self.get_parameter(name).value for name in self._parameter_names}
-        reason = self._check_parameters(p)
-        if reason:
-            raise PoseNetError(reason)
-        self._p = p
+        p = self._p = declare_checked(self, self._parameter_table(), self._check_parameters)
 
         dataset = read_dataset(p["dataset"], p["split"])
         frames = list(dataset.frames)
@@ -179,7 +170,9 @@ class DatasetPlayerNode(Node):
             self._start_playback()
 
     # ----------------------------------------------------------------------------- parameters
-    def _declare_parameters(self) -> None:
+    @staticmethod
+    def _parameter_table() -> list[tuple[str, object, ParameterDescriptor]]:
+        """(name, default, descriptor) of every parameter."""
         S, B = ParameterType.PARAMETER_STRING, ParameterType.PARAMETER_BOOL
         INT, D = ParameterType.PARAMETER_INTEGER, ParameterType.PARAMETER_DOUBLE
         params = [
@@ -271,9 +264,7 @@ class DatasetPlayerNode(Node):
                 ),
             ),
         ]
-        self._parameter_names = [name for name, _, _ in params]
-        for name, default, descriptor in params:
-            self.declare_parameter(name, default, descriptor)
+        return params
 
     @staticmethod
     def _check_parameters(p: dict) -> str:
@@ -327,9 +318,9 @@ class DatasetPlayerNode(Node):
             )
         self._start_playback()
 
-    def _load(self, frame: DatasetFrame) -> dict:
+    def _load(self, frame: PoseRecord) -> dict:
         # Runs on the prefetch thread: decoding and conversion stay off the executor.
-        return rgb_to_image_fields(load_rgb(frame.image_path), self._p["encoding"])
+        return rgb_to_image_fields(read_rgb(frame.image_path), self._p["encoding"])
 
     def _start_playback(self) -> None:
         self._prefetcher = FramePrefetcher(
@@ -452,40 +443,20 @@ class DatasetPlayerNode(Node):
         super().destroy_node()
 
 
+def _play(node: DatasetPlayerNode) -> int:
+    spin_until_stopped(node, node.done)
+    if not node.done.done():  # stopped (SIGINT) before the end
+        return 0
+    if not node.wait_for_acknowledgements():
+        rclpy.logging.get_logger("dataset_player").warning(
+            f"not every ground-truth subscriber acknowledged within {ACK_TIMEOUT_S:g} s"
+        )
+    return node.done.result()
+
+
 def main(args: list[str] | None = None) -> int:
     """Play the dataset; 0 when done or stopped, 2 when start-up fails (bad parameters/dataset)."""
-    try:
-        rclpy.init(args=args if args is not None else sys.argv)
-    except RuntimeError as e:  # rclpy's RCLError: malformed --ros-args
-        print(f"dataset_player: cannot start: invalid --ros-args ({e})", file=sys.stderr)
-        return EXIT_STARTUP_FAILURE
-    logger = rclpy.logging.get_logger("dataset_player")
-    node = None
-    try:
-        node = DatasetPlayerNode()
-        rclpy.spin_until_future_complete(node, node.done)
-        if node.done.done():
-            if not node.wait_for_acknowledgements():
-                logger.warning(
-                    f"not every ground-truth subscriber acknowledged within {ACK_TIMEOUT_S:g} s"
-                )
-            return node.done.result()
-    except InvalidParameterTypeException as e:
-        logger.fatal(f"cannot start: {e} (write doubles with a decimal point, e.g. 10.0)")
-        return EXIT_STARTUP_FAILURE
-    except (PoseNetError, ParameterException) as e:
-        logger.fatal(f"cannot start: {e}")
-        return EXIT_STARTUP_FAILURE
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if not shut_down_while_spinning(node):
-            raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("dataset_player", DatasetPlayerNode, _play, double_example="10.0", args=args)
 
 
 if __name__ == "__main__":

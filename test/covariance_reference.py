@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from posenet_ros.geometry import matrix_to_rotvec, rotvec_to_matrix
+from posenet_core.geometry import matrix_to_rotvec, rotvec_to_matrix
 
 
 def base_error(T_world_camera: np.ndarray, T_camera_base: np.ndarray, delta: np.ndarray):

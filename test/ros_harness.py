@@ -63,10 +63,13 @@ class NodeProcess:
         domain_id: int,
         params: dict[str, object],
         remaps: dict[str, str] | None = None,
-        params_file: Path = PARAMS_FILE,
+        params_file: Path | None = PARAMS_FILE,
         cwd: Path | None = None,
     ) -> None:
-        cmd = [relocalizer_executable(), "--ros-args", "--params-file", str(params_file)]
+        """``params_file`` None: only ``params`` and the node's declared defaults."""
+        cmd = [relocalizer_executable(), "--ros-args"]
+        if params_file is not None:
+            cmd += ["--params-file", str(params_file)]
         for key, value in params.items():
             cmd += ["-p", f"{key}:={_param_text(value)}"]
         for src, dst in (remaps or {}).items():

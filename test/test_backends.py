@@ -102,7 +102,9 @@ def test_create_backend_runs_the_model_formula(kind, model):
     assert backend.name == "onnxruntime"
     assert messages and messages[0].startswith("inference backend: onnxruntime")
     colours = [(255, 0, 51), (0, 0, 0), (10, 20, 30)]
-    position_m, quat_wxyz = backend.infer(_solid_batch(colours))
+    outputs = backend.infer(_solid_batch(colours))
+    assert list(outputs) == ["position", "orientation"]
+    position_m, quat_wxyz = outputs["position"], outputs["orientation"]
     assert position_m.dtype == np.float64 and position_m.shape == (3, 3)
     assert quat_wxyz.dtype == np.float64 and quat_wxyz.shape == (3, 4)
     expected = 2.5 * np.asarray(colours, dtype=np.float64) / 255.0
@@ -115,12 +117,12 @@ def test_create_backend_runs_the_model_formula(kind, model):
 def test_raw_outputs_are_not_validated(tmp_path):
     path = make_test_model(str(tmp_path / "nan.onnx"), mode="nan")
     backend = create_backend("onnxruntime", path, load_model_info(path))
-    position_m, quat_wxyz = backend.infer(_solid_batch([(1, 2, 3)]))
+    position_m = backend.infer(_solid_batch([(1, 2, 3)]))["position"]
     assert np.isnan(position_m).all()
     path = make_test_model(str(tmp_path / "nonunit.onnx"), mode="nonunit_quat")
-    _, quat_wxyz = create_backend("onnxruntime", path, load_model_info(path)).infer(
+    quat_wxyz = create_backend("onnxruntime", path, load_model_info(path)).infer(
         _solid_batch([(1, 2, 3)])
-    )
+    )["orientation"]
     np.testing.assert_array_equal(quat_wxyz, [[2.0, 0.0, 0.0, 0.0]])
 
 
@@ -246,7 +248,8 @@ def test_conditional_test_model(tmp_path, rgb, expected_position, expected_quat,
         str(tmp_path / "conditional.onnx"), mode="conditional", quat_wxyz=QUAT_WXYZ, opset=opset
     )
     backend = create_backend("onnxruntime", path, load_model_info(path), num_threads=1)
-    position_m, quat_wxyz = backend.infer(_solid_batch([rgb, (10, 20, 30)]))
+    outputs = backend.infer(_solid_batch([rgb, (10, 20, 30)]))
+    position_m, quat_wxyz = outputs["position"], outputs["orientation"]
     np.testing.assert_allclose(position_m[0], expected_position, atol=1e-6)
     np.testing.assert_allclose(quat_wxyz[0], expected_quat, atol=1e-7)
     # Each batch row is judged on its own colour.

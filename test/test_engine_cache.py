@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 
 import posenet_ros
-import posenet_ros.trt_engine as trt_engine
+import posenet_ros.tensorrt as trt_engine
+import posenet_ros.tensorrt.cache as trt_cache
+import posenet_ros.tensorrt.gpu as trt_gpu
+from posenet_core.calibration import default_calibration_path
 from posenet_ros.errors import BackendError, ModelFileError
 from posenet_ros.model_file import load_model_info
-from posenet_ros.trt_engine import (
+from posenet_ros.tensorrt import (
     PRECISIONS,
     BuildOptions,
     CalibrationBatcher,
@@ -31,7 +34,6 @@ from posenet_ros.trt_engine import (
     check_tensorrt_version,
     cli,
     current_key,
-    default_calibration_path,
     engine_path_for,
     file_sha256,
     find_cached_engine,
@@ -74,9 +76,9 @@ class FakeBuilder:
     def __call__(self, model_path, info, key, options, engine_path, log):
         self.calls.append((Path(model_path), key, options, Path(engine_path)))
         plan = self.payload + key.digest().encode()
-        trt_engine._atomic_write(Path(engine_path), plan)
+        trt_cache.atomic_write(Path(engine_path), plan)
         sidecar = make_sidecar(
-            key, info, options, Path(engine_path), trt_engine.hashlib.sha256(plan).hexdigest()
+            key, info, options, Path(engine_path), trt_cache.hashlib.sha256(plan).hexdigest()
         )
         write_json_atomic(sidecar_path_for(engine_path), sidecar)
         return read_sidecar(sidecar_path_for(engine_path))
@@ -500,10 +502,10 @@ def test_calibration_file_missing_or_not_npy(tmp_path):
     with pytest.raises(EngineError, match="posenet_train.export"):
         load_calibration_images(tmp_path / "none.npy", (32, 32))
     (tmp_path / "text.npy").write_text("not numpy")
-    with pytest.raises(EngineError, match="cannot be read as a .npy"):
+    with pytest.raises(EngineError, match="not a readable .npy"):
         load_calibration_images(tmp_path / "text.npy", (32, 32))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(EngineError, match="cannot be read"):
+    with pytest.raises(EngineError, match="not a readable"):
         load_calibration_images(tmp_path / "obj.npy", (32, 32))
 
 
@@ -593,7 +595,7 @@ def test_query_gpu_without_driver(monkeypatch):
     def no_library(name, *args, **kwargs):
         raise OSError(f"{name}: cannot open shared object file")
 
-    monkeypatch.setattr(trt_engine.ctypes, "CDLL", no_library)
+    monkeypatch.setattr(trt_gpu.ctypes, "CDLL", no_library)
     with pytest.raises(EngineError, match="no CUDA driver"):
         query_gpu()
 
@@ -759,7 +761,7 @@ def test_cli_help_documents_every_flag():
 
 def test_module_entry_point_runs():
     result = subprocess.run(
-        [sys.executable, "-m", "posenet_ros.trt_engine", "--help"],
+        [sys.executable, "-m", "posenet_ros.tensorrt", "--help"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

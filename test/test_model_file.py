@@ -1,4 +1,5 @@
-"""model_file: the metadata contract, the graph signature checks, and files that are not models."""
+"""posenet_core.contract and posenet_ros.model_file: the metadata contract, the graph signature
+checks, and files that are not models."""
 
 from __future__ import annotations
 
@@ -7,17 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from posenet_ros.errors import ModelFileError
-from posenet_ros.model_file import (
+from posenet_core.contract import (
     EXPORT_HINT,
     FORMAT_VERSION,
     OPTIONAL_KEYS,
     REQUIRED_KEYS,
     ModelInfo,
-    load_model_info,
     parse_metadata,
     validate_session,
 )
+from posenet_ros.errors import ModelFileError
+from posenet_ros.model_file import load_model_info
 
 from model_factory import (
     WRONG_SHAPE_VARIANTS,
@@ -91,7 +92,7 @@ def test_missing_required_key(key):
     del metadata[key]
     with pytest.raises(ModelFileError) as excinfo:
         parse_metadata(metadata, path="m.onnx")
-    _assert_model_error(excinfo, "m.onnx", "missing metadata key", key)
+    _assert_model_error(excinfo, "m.onnx", "metadata lacks", key)
 
 
 def test_no_metadata_at_all():

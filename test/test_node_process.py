@@ -7,6 +7,7 @@ to 0..1, and a constant orientation; so a solid-colour image has one exact expec
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,18 +16,16 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
+from tf2_msgs.msg import TFMessage
 
-from posenet_ros.geometry import extrinsic_from_parameters, pose_to_matrix, quat_wxyz_to_matrix
+from posenet_core.covariance import extrinsic_from_parameters
+from posenet_core.geometry import pose_to_matrix, quat_wxyz_to_matrix
 from posenet_ros.image_codec import rgb_to_image_fields
 from posenet_ros.msg import PoseEstimate
 
 from covariance_reference import numerical_base_covariance
 from model_factory import expected_log_variance, make_test_model
-from ros_harness import NodeProcess, TestPeer, next_domain_id
-
-tf2_msgs = pytest.importorskip(
-    "tf2_msgs.msg", reason="test-only tf2_msgs not built: run through scripts/test.sh"
-)
+from ros_harness import PARAMS_FILE, NodeProcess, TestPeer, next_domain_id
 
 QUAT_WXYZ = (math.cos(0.3), 0.0, 0.0, math.sin(0.3))  # 0.6 rad about z
 CAMERA_TOPIC = "/cam/image_raw"
@@ -72,11 +71,19 @@ def stamp_ns(msg) -> int:
 class Harness:
     """Node process + test peer with publishers and recording subscribers."""
 
-    def __init__(self, tmp_path, params: dict, compressed: bool = False) -> None:
+    def __init__(
+        self,
+        tmp_path,
+        params: dict,
+        compressed: bool = False,
+        params_file: Path | None = PARAMS_FILE,
+        camera_topic: str = CAMERA_TOPIC,
+    ) -> None:
+        """``camera_topic`` "/image" (the node's own name for it): no remapping."""
         domain = next_domain_id()
         self.peer = TestPeer(domain)
         node = self.peer.node
-        topic = CAMERA_TOPIC + ("/compressed" if compressed else "")
+        topic = camera_topic + ("/compressed" if compressed else "")
         msg_type = CompressedImage if compressed else Image
         self.image_pub = node.create_publisher(msg_type, topic, qos_profile_sensor_data)
         self.received: dict[str, list] = {
@@ -86,13 +93,17 @@ class Harness:
             ("pose", PoseStamped, "/pose"),
             ("cov", PoseWithCovarianceStamped, "/pose_with_covariance"),
             ("est", PoseEstimate, "/estimate"),
-            ("tf", tf2_msgs.TFMessage, "/tf"),
+            ("tf", TFMessage, "/tf"),
             ("diag", DiagnosticArray, "/diagnostics"),
             ("base", PoseWithCovarianceStamped, "/base_pose_with_covariance"),
         ):
             node.create_subscription(mtype, name, self.received[key].append, 100)
         remap = {"image/compressed" if compressed else "image": topic}
-        self.proc = NodeProcess(domain, params, remaps=remap, cwd=tmp_path)
+        if camera_topic == "/image":
+            remap = {}
+        self.proc = NodeProcess(
+            domain, params, remaps=remap, params_file=params_file, cwd=tmp_path
+        )
 
     def wait_connected(self) -> None:
         ok = self.peer.spin_until(
@@ -195,6 +206,57 @@ def test_publishes_every_output_with_the_image_stamp(tmp_path, model_path):
         values = h.latest_diag_values()
         assert values["model"] == est.model_name
         assert float(values["inference_ms_median"]) > 0.0 or values["inference_ms_median"] == "nan"
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize(
+    ("params_file", "camera_topic"),
+    [
+        # `relocalizer --ros-args -p model_path:=...`: the node's declared defaults only
+        (None, "/image"),
+        # what relocalize.launch.py runs: the shipped YAML, model_path and the image remap
+        (PARAMS_FILE, "/camera/image_raw"),
+    ],
+    ids=["declared_defaults", "shipped_yaml"],
+)
+def test_default_configuration_publishes_every_output_and_tf(
+    tmp_path, model_path, params_file, camera_topic
+):
+    h = Harness(
+        tmp_path, {"model_path": model_path}, params_file=params_file, camera_topic=camera_topic
+    )
+    try:
+        h.wait_connected()
+        rgb = (30, 200, 90)
+        ns = h.peer.node.get_clock().now().nanoseconds
+        msg = image_msg(solid_image(rgb), "rgb8", ns)
+
+        def tf_with_stamp():
+            return [t for t in h.received["tf"] if stamp_ns(t.transforms[0]) == ns]
+
+        assert h.send_until(
+            msg,
+            lambda: all(h.with_stamp(k, ns) for k in ("pose", "cov", "est")) and tf_with_stamp(),
+        ), h.proc.output
+        pose = h.poses_with_stamp(ns)[0]
+        assert pose.header.frame_id == "map"
+        p, q = pose.pose.position, pose.pose.orientation
+        np.testing.assert_allclose([p.x, p.y, p.z], expected_position(rgb), atol=1e-5)
+        assert h.with_stamp("cov", ns)[0].pose.pose == pose.pose
+        assert h.with_stamp("est", ns)[0].accepted
+
+        (tf,) = tf_with_stamp()
+        (t,) = tf.transforms
+        assert (t.header.frame_id, t.child_frame_id) == ("map", "posenet_camera_optical")
+        tr, rot = t.transform.translation, t.transform.rotation
+        assert (tr.x, tr.y, tr.z) == (p.x, p.y, p.z)
+        assert rot == q
+
+        assert h.peer.spin_until(
+            lambda: int(h.latest_diag_values().get("frames_published", 0)) >= 1, 10.0, h.proc
+        ), h.proc.output
+        assert not h.received["base"], "base_frame is empty by default: no base pose"
     finally:
         h.close()
 

@@ -20,7 +20,7 @@ from posenet_ros.image_codec import image_msg_to_rgb  # noqa: E402
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     from posenet_train import export, synthetic
-    from posenet_train.checkpoint import save_checkpoint
+    from posenet_train.checkpoint import save_model_checkpoint
     from posenet_train.data import position_stats
     from posenet_train.datasets import load_split
     from posenet_train.models import build_model
@@ -33,14 +33,11 @@ def exported(tmp_path_factory):
     records = load_split(scene, "test")
     model = build_model("posenet-tiny")
     model.set_position_stats(*position_stats(load_split(scene, "train")))
-    checkpoint = save_checkpoint(
+    checkpoint = save_model_checkpoint(
         root / "tiny.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=1,
-        model_args=model.constructor_args,
+        model,
         extra={"resize_shorter": 64, "crop_hw": (64, 84), "dataset": str(scene)},
+        epoch=1,
     )
     model_file = root / "tiny.onnx"
     export.main(checkpoint, model_file, calibration_images=0)
@@ -48,7 +45,7 @@ def exported(tmp_path_factory):
 
 
 def test_node_publishes_the_pose_the_trainer_predicts(tmp_path, exported):
-    from posenet_train.data import read_rgb
+    from posenet_core.images import read_rgb
     from posenet_train.evaluate import predict_onnx
 
     model_file, records = exported

@@ -372,7 +372,7 @@ def test_player_loops_skips_unreadable_images_and_checks_camera_info_size(tmp_pa
     expected_s = [T0_S, T0_S + 0.2, T0_S + 0.3, T0_S + 0.5, T0_S + 0.6]
     assert [stamp_ns(m) for m in received] == [round(t * 1e9) for t in expected_s]
     output = player.output
-    assert "skipped frame 1" in output and "frame01.png: cannot be decoded" in output
+    assert "skipped frame 1" in output and "frame01.png: cannot read image" in output
     # The intrinsics are for 64x24 images: no camera_info rather than a wrong one.
     assert not relocalizer.infos
     assert "is 32x24 but intrinsics.json is for 64x24" in output

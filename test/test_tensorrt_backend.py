@@ -14,6 +14,7 @@ Three kinds of test:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import sys
@@ -24,13 +25,15 @@ import pytest
 
 import posenet_ros.backends as backends
 import posenet_ros.backends.tensorrt as tensorrt_backend
-import posenet_ros.trt_engine as trt_engine
+import posenet_ros.tensorrt as trt_engine
+import posenet_ros.tensorrt.cuda as trt_cuda
+import posenet_ros.tensorrt.gpu as trt_gpu
 from posenet_ros.backends import create_backend, cuda_gpu_present, tensorrt_importable
 from posenet_ros.backends.onnxruntime import OnnxRuntimeBackend
 from posenet_ros.backends.tensorrt import TensorRTBackend, create_tensorrt_backend
 from posenet_ros.errors import BackendError
 from posenet_ros.model_file import load_model_info
-from posenet_ros.trt_engine import (
+from posenet_ros.tensorrt import (
     BuildOptions,
     EngineError,
     EngineRunner,
@@ -86,8 +89,8 @@ def fake_gpu(monkeypatch):
         cudart = FakeCudart()
         trt.cudart = cudart
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
-        monkeypatch.setattr(trt_engine, "_load_cuda_runtime_module", lambda: cudart)
-        monkeypatch.setattr(trt_engine, "query_gpu", lambda device_index=0: GPU)
+        monkeypatch.setattr(trt_cuda, "_load_cuda_runtime_module", lambda: cudart)
+        monkeypatch.setattr(trt_gpu, "query_gpu", lambda device_index=0: GPU)
         monkeypatch.setattr(tensorrt_backend, "query_gpu", lambda device_index=0: GPU)
         return trt, cudart
 
@@ -133,7 +136,8 @@ def test_backend_contract_with_stub_runner(model, tmp_path):
     backend = TensorRTBackend(StubRunner(), info, sidecar, str(engine))
     assert isinstance(backend, backends.Backend) and backend.name == "tensorrt"
     colours = [(255, 0, 51), (10, 20, 30)]
-    position_m, quat_wxyz = backend.infer(_solid_batch(colours))
+    outputs = backend.infer(_solid_batch(colours))
+    position_m, quat_wxyz = outputs["position"], outputs["orientation"]
     assert position_m.dtype == np.float64 and position_m.shape == (2, 3)
     assert quat_wxyz.dtype == np.float64 and quat_wxyz.shape == (2, 4)
     np.testing.assert_allclose(position_m, 2.5 * np.asarray(colours) / 255.0, atol=1e-6)
@@ -186,9 +190,8 @@ def test_nan_outputs_are_passed_through_raw(model, tmp_path):
     path, info = model
     sidecar, engine = _sidecar(path, info, tmp_path)
     nan = StubRunner({"position": np.full((1, 3), np.nan), "orientation": np.zeros((1, 4))})
-    position_m, quat_wxyz = TensorRTBackend(nan, info, sidecar, str(engine)).infer(
-        _solid_batch([(1, 2, 3)])
-    )
+    outputs = TensorRTBackend(nan, info, sidecar, str(engine)).infer(_solid_batch([(1, 2, 3)]))
+    position_m, quat_wxyz = outputs["position"], outputs["orientation"]
     assert np.isnan(position_m).all() and not quat_wxyz.any()
 
 
@@ -229,7 +232,7 @@ def test_no_cuda_python(model, fake_gpu, monkeypatch):
     def missing():
         raise EngineError("cuda-python cannot be imported (No module named 'cuda')")
 
-    monkeypatch.setattr(trt_engine, "_load_cuda_runtime_module", missing)
+    monkeypatch.setattr(trt_cuda, "_load_cuda_runtime_module", missing)
     with pytest.raises(BackendError) as excinfo:
         create_tensorrt_backend(str(path), info)
     message = str(excinfo.value)
@@ -271,8 +274,8 @@ def test_build_cache_load_run_matches_onnxruntime(model, fake_gpu, version, prec
     reference = OnnxRuntimeBackend(str(path), info, num_threads=1)
     image = _solid_batch([(255, 0, 51)])
     got, want = backend.infer(image), reference.infer(image)
-    np.testing.assert_allclose(got[0], want[0], atol=1e-6)
-    np.testing.assert_allclose(got[1], want[1], atol=1e-6)
+    for name in ("position", "orientation"):
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6)
     assert f"tensorrt {version} (Orin 8.7, {precision}" in backend.describe()
     # Second start: loaded from the cache, not built.
     messages.clear()
@@ -346,7 +349,7 @@ def test_corrupt_engine_is_reported(model, fake_gpu):
     garbage = b"not a plan"
     engine.write_bytes(garbage)
     data = json.loads(sidecar_path_for(engine).read_text())
-    data["engine_sha256"] = trt_engine.hashlib.sha256(garbage).hexdigest()
+    data["engine_sha256"] = hashlib.sha256(garbage).hexdigest()
     sidecar_path_for(engine).write_text(json.dumps(data))
     with pytest.raises(EngineError) as excinfo:
         create_tensorrt_backend(str(path), info)
@@ -363,7 +366,9 @@ def test_batches_grow_buffers(model, fake_gpu):
     reference = OnnxRuntimeBackend(str(path), info, num_threads=1)
     for colours in ([(1, 2, 3)], [(4, 5, 6), (7, 8, 9), (250, 0, 3)], [(9, 9, 9)]):
         image = _solid_batch(colours)
-        np.testing.assert_allclose(backend.infer(image)[0], reference.infer(image)[0], atol=1e-6)
+        np.testing.assert_allclose(
+            backend.infer(image)["position"], reference.infer(image)["position"], atol=1e-6
+        )
     with pytest.raises(BackendError, match="batch of 5"):
         backend.infer(_solid_batch([(0, 0, 0)] * 5))
     assert len(backend.runner._buffers) == 3
@@ -631,8 +636,8 @@ def test_gpu_engine_matches_onnxruntime(real_model, precision):
         image = _solid_batch(colours)
         got, want = backend.infer(image), reference.infer(image)
         tolerance = 0.05 if precision == "int8" else 5e-3
-        np.testing.assert_allclose(got[0], want[0], atol=tolerance)
-        np.testing.assert_allclose(got[1], want[1], atol=tolerance)
+        for name in ("position", "orientation"):
+            np.testing.assert_allclose(got[name], want[name], atol=tolerance)
     assert find_cached_engine(path.parent, path, backend.sidecar.key).status == "hit"
     backend.close()
 
@@ -645,7 +650,7 @@ def test_gpu_stale_engine_is_refused(real_model):
     with pytest.raises(StaleEngineError, match="model file content"):
         create_tensorrt_backend(str(path), load_model_info(str(path)))
     rebuilt = create_tensorrt_backend(str(path), load_model_info(str(path)), rebuild_engine=True)
-    position_m, _ = rebuilt.infer(_solid_batch([(255, 0, 0)]))
+    position_m = rebuilt.infer(_solid_batch([(255, 0, 0)]))["position"]
     np.testing.assert_allclose(position_m[0], [3.0, 0.0, 0.0], atol=5e-3)
     rebuilt.close()
 

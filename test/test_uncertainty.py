@@ -10,21 +10,27 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from posenet_ros.errors import BackendError, InvalidPoseError, ModelFileError
-from posenet_ros.geometry import (
-    R_OPTICAL_BODY,
+import posenet_ros.pipeline as pipeline
+from posenet_core.contract import EXPORT_HINT, parse_metadata
+from posenet_core.covariance import (
     base_pose_with_covariance,
     covariance_6x6_from_log_variance,
     extrinsic_from_parameters,
+    stddev_from_covariance,
+)
+from posenet_core.geometry import (
+    R_OPTICAL_BODY,
     matrix_to_quat_wxyz,
     pose_to_matrix,
     quat_wxyz_to_matrix,
     quat_wxyz_to_xyzw,
     rotvec_to_matrix,
-    stddev_from_covariance,
 )
-from posenet_ros.model_file import EXPORT_HINT, load_model_info, parse_metadata
-from posenet_ros.pipeline import Relocalizer, attach_uncertainty_tap, pose_covariance
+from posenet_ros.backends.onnxruntime import OnnxRuntimeBackend
+from posenet_ros.backends.tensorrt import TensorRTBackend
+from posenet_ros.errors import BackendError, InvalidPoseError, ModelFileError
+from posenet_ros.model_file import load_model_info
+from posenet_ros.pipeline import Relocalizer, pose_covariance
 
 from covariance_reference import numerical_base_covariance
 from model_factory import (
@@ -146,61 +152,36 @@ def test_unusable_log_variances_are_an_invalid_pose(tmp_path, bad):
         relocalizer.estimate_rgb(solid())
 
 
-class FakeRunner:
-    """A TensorRT EngineRunner stand-in: run() returns the outputs named in output_names."""
-
-    def __init__(self, outputs: dict[str, np.ndarray], output_names: list[str]) -> None:
-        self.outputs = outputs
-        self.output_names = output_names
-        self.closed = False
-
-    def run(self, image_BCHW):
-        return {name: self.outputs[name] for name in self.output_names}
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeTensorRTBackend:
-    """Keeps TensorRTBackend's shape: infer() reads position and orientation from runner.run."""
-
-    name = "tensorrt"
-
-    def __init__(self, runner) -> None:
-        self.runner = runner
-
-    def infer(self, image_BCHW):
-        outputs = self.runner.run(image_BCHW)
-        return outputs["position"], outputs["orientation"]
-
-
-def test_tap_on_a_tensorrt_style_runner():
-    lv = np.arange(6, dtype=np.float32).reshape(1, 6)
-    runner = FakeRunner(
-        {"position": np.zeros((1, 3)), "orientation": np.ones((1, 4)), "lv": lv},
-        ["position", "orientation"],
+def test_backends_return_the_uncertainty_output_by_name(tmp_path):
+    path = make_test_model(str(tmp_path / "u.onnx"), uncertainty="diagonal")
+    info = load_model_info(path)
+    batch = np.broadcast_to(
+        (np.array(RGB, np.float32) / np.float32(255.0))[None, :, None, None], (1, 3, 32, 32)
+    ).copy()
+    onnx_outputs = OnnxRuntimeBackend(path, info, num_threads=1).infer(batch)
+    assert list(onnx_outputs) == ["position", "orientation", "log_variance"]
+    np.testing.assert_allclose(
+        onnx_outputs["log_variance"][0], expected_log_variance(RGB), rtol=1e-6, atol=1e-6
     )
-    backend = FakeTensorRTBackend(runner)
-    tap = attach_uncertainty_tap(backend, "lv")
-    assert runner.output_names == ["position", "orientation", "lv"]
-    position, quat = backend.infer(np.zeros((1, 3, 4, 4), np.float32))
-    assert position.shape == (1, 3) and quat.shape == (1, 4)
-    np.testing.assert_array_equal(tap.last, lv)
-    backend.runner.close()  # everything else reaches the wrapped runner
-    assert runner.closed
+    # The TensorRT backend asks its runner for the same names and returns them the same way.
+    runner = SimpleNamespace(run=lambda image: dict(onnx_outputs))
+    trt = TensorRTBackend(runner, info, SimpleNamespace(max_batch=1), "u.engine")
+    assert list(trt.infer(batch)) == list(onnx_outputs)
 
 
-def test_tap_reports_an_engine_without_the_output():
-    runner = SimpleNamespace(output_names=["position"], run=lambda image: {}["lv"])
-    backend = FakeTensorRTBackend(runner)
-    attach_uncertainty_tap(backend, "lv")
-    with pytest.raises(BackendError, match="no output 'lv'.*rebuild"):
-        backend.infer(np.zeros((1, 3, 4, 4), np.float32))
+def test_a_backend_without_the_uncertainty_output_fails_at_start_up(tmp_path, monkeypatch):
+    path = make_test_model(str(tmp_path / "u.onnx"), uncertainty="diagonal")
 
+    class PoseOnly:
+        name = "pose-only"
 
-def test_tap_refuses_a_backend_it_cannot_wrap():
-    with pytest.raises(BackendError, match="use_model_covariance:=false"):
-        attach_uncertainty_tap(SimpleNamespace(name="mystery"), "lv")
+        def infer(self, image_BCHW):
+            return {"position": np.zeros((1, 3)), "orientation": np.ones((1, 4))}
+
+    monkeypatch.setattr(pipeline, "create_backend", lambda *args, **kwargs: PoseOnly())
+    with pytest.raises(BackendError, match="returned no 'log_variance' output"):
+        Relocalizer(path, "onnxruntime")
+    assert not Relocalizer(path, "onnxruntime", read_uncertainty=False).has_uncertainty
 
 
 # --- the published covariance -------------------------------------------------------------------

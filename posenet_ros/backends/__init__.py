@@ -2,7 +2,8 @@
 
 Backends: ``onnxruntime`` (CPU, or CUDA when ONNX Runtime's CUDA provider is installed) and
 ``tensorrt`` (Jetson / desktop NVIDIA GPU). ``tensorrt`` and CUDA are optional: they are never
-imported at module level, so the package imports on machines without them.
+imported at module level, so the package imports on machines without them. Every backend
+returns all outputs the model file's contract names (``base.output_names``), by name.
 """
 
 from __future__ import annotations
@@ -10,35 +11,23 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
-
+from posenet_core.contract import ModelInfo
+from posenet_ros.backends.base import Backend
 from posenet_ros.errors import BackendError
-from posenet_ros.model_file import ModelInfo
-from posenet_ros.trt_engine import PRECISIONS
+from posenet_ros.tensorrt.options import PRECISIONS
+
+__all__ = [
+    "BACKEND_CHOICES",
+    "Backend",
+    "create_backend",
+    "cuda_gpu_present",
+    "select_backend",
+    "tensorrt_importable",
+]
 
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "tensorrt")
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What the node needs from an inference backend."""
-
-    name: str
-
-    def infer(self, image_BCHW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the network on a float32 ``[N, 3, H, W]`` batch (RGB, 0..1).
-
-        Returns ``(position_m [N, 3], quat_wxyz [N, 4])`` as float64, raw network output: the
-        quaternion is not normalised and nothing is checked for NaN (that is the caller's job).
-        Raises BackendError when inference fails.
-        """
-        ...
-
-    def describe(self) -> str:
-        """One line for logs/diagnostics: runtime, version, device, threads."""
-        ...
 
 
 def select_backend(
@@ -117,7 +106,8 @@ def create_backend(
 
     TensorRT options (used only when the choice is ``tensorrt``): ``engine_cache_dir`` folder
     of cached engines ("" = beside the model file), ``rebuild_engine`` build the engine even
-    when one is cached, ``trt_precision`` one of ``trt_engine.PRECISIONS`` (fp16 default).
+    when one is cached, ``trt_precision`` one of ``posenet_ros.tensorrt.PRECISIONS`` (fp16
+    default).
 
     ``auto`` falls back to ONNX Runtime (and logs why) when the TensorRT backend cannot be
     created, except for a stale cached engine (StaleEngineError): that is a deployment
@@ -146,7 +136,7 @@ def create_backend(
     emit(f"inference backend: {choice} ({reason})")
     if choice == "tensorrt":
         from posenet_ros.backends.tensorrt import create_tensorrt_backend
-        from posenet_ros.trt_engine import StaleEngineError
+        from posenet_ros.tensorrt.errors import StaleEngineError
 
         try:
             return create_tensorrt_backend(

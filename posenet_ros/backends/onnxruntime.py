@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from posenet_core.contract import ModelInfo, validate_session
+from posenet_ros.backends.base import check_image_batch, checked_outputs, output_names
 from posenet_ros.errors import BackendError
-from posenet_ros.model_file import ModelInfo, validate_session
 
 
 def default_providers() -> list[str]:
@@ -66,35 +67,22 @@ class OnnxRuntimeBackend:
         )
         validate_session(self.session, info)
         self._input_name = info.input_name
-        self._output_names = [info.position_output, info.orientation_output]
+        self._output_names = output_names(info)
 
-    def infer(self, image_BCHW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position_m [N,3], quat_wxyz [N,4]) float64, raw; raises BackendError on failure."""
-        if (
-            not isinstance(image_BCHW, np.ndarray)
-            or image_BCHW.ndim != 4
-            or image_BCHW.shape[1] != 3
-            or image_BCHW.dtype != np.float32
-        ):
-            raise BackendError(
-                "input must be a float32 [N,3,H,W] array, got shape "
-                f"{getattr(image_BCHW, 'shape', None)} dtype {getattr(image_BCHW, 'dtype', None)}"
-            )
+    def infer(self, image_BCHW: np.ndarray) -> dict[str, np.ndarray]:
+        """``{output name: float64 array}``, raw (see ``backends.Backend``); BackendError on
+        failure."""
+        check_image_batch(image_BCHW)
         try:
-            position, orientation = self.session.run(
-                self._output_names, {self._input_name: image_BCHW}
-            )
+            values = self.session.run(self._output_names, {self._input_name: image_BCHW})
         except Exception as exc:  # ORT raises its own pybind exception types
             raise BackendError(f"ONNX Runtime inference failed: {exc}") from exc
-        batch = image_BCHW.shape[0]
-        position_m = np.asarray(position, dtype=np.float64)
-        quat_wxyz = np.asarray(orientation, dtype=np.float64)
-        if position_m.shape != (batch, 3) or quat_wxyz.shape != (batch, 4):
-            raise BackendError(
-                f"model outputs have shapes {position_m.shape} and {quat_wxyz.shape}; expected "
-                f"({batch}, 3) position and ({batch}, 4) orientation"
-            )
-        return position_m, quat_wxyz
+        return checked_outputs(
+            dict(zip(self._output_names, values, strict=True)),
+            self.info,
+            image_BCHW.shape[0],
+            "model",
+        )
 
     def describe(self) -> str:
         """E.g. ``onnxruntime 1.32.0 (CPUExecutionProvider), intra-op threads: default``."""

@@ -2,11 +2,12 @@
 
 ``tensorrt`` and cuda-python are imported only inside ``create_tensorrt_backend``, so this
 module, and the package, import on machines without them. The engine comes from the cache
-(``posenet_ros.trt_engine.prepare_engine``): loaded when its key matches this model file,
+(``posenet_ros.tensorrt.prepare_engine``): loaded when its key matches this model file,
 TensorRT version, GPU and precision; built when the cache holds none for the model (logged,
 minutes on a Jetson); refused with StaleEngineError when only a stale one exists, unless
 ``rebuild_engine``. The backend keeps the ONNX Runtime backend's contract: float32
-``[N,3,H,W]`` in, ``(position_m [N,3], quat_wxyz [N,4])`` float64 raw network outputs out.
+``[N,3,H,W]`` in, ``{output name: float64 array}`` raw network outputs out (every output the
+model file's contract names).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.contract import ModelInfo
+from posenet_ros.backends.base import check_image_batch, checked_outputs, output_names
 from posenet_ros.errors import BackendError
-from posenet_ros.model_file import ModelInfo
-from posenet_ros.trt_engine import (
+from posenet_ros.tensorrt import (
     DEFAULT_PRECISION,
     BuildOptions,
     CudaRuntime,
@@ -40,9 +42,9 @@ _NOT_AVAILABLE = "TensorRT backend not available in this build"
 class TensorRTBackend:
     """Runs the model's TensorRT engine; see ``backends.Backend`` for the interface.
 
-    ``runner`` is anything with ``run(image_BCHW) -> {output name: array}`` (an
-    ``trt_engine.EngineRunner`` on the target). Inputs are checked here, so a wrong frame gives
-    a BackendError naming the problem instead of a CUDA error.
+    ``runner`` is anything with ``run(image_BCHW) -> {output name: array}`` (a
+    ``posenet_ros.tensorrt.EngineRunner`` on the target). Inputs are checked here, so a wrong
+    frame gives a BackendError naming the problem instead of a CUDA error.
     """
 
     name = "tensorrt"
@@ -60,18 +62,10 @@ class TensorRTBackend:
         self.engine_path = str(engine_path)
         self.max_batch = sidecar.max_batch
 
-    def infer(self, image_BCHW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position_m [N,3], quat_wxyz [N,4]) float64, raw; raises BackendError on failure."""
-        if (
-            not isinstance(image_BCHW, np.ndarray)
-            or image_BCHW.ndim != 4
-            or image_BCHW.shape[1] != 3
-            or image_BCHW.dtype != np.float32
-        ):
-            raise BackendError(
-                "input must be a float32 [N,3,H,W] array, got shape "
-                f"{getattr(image_BCHW, 'shape', None)} dtype {getattr(image_BCHW, 'dtype', None)}"
-            )
+    def infer(self, image_BCHW: np.ndarray) -> dict[str, np.ndarray]:
+        """``{output name: float64 array}``, raw (see ``backends.Backend``); BackendError on
+        failure."""
+        check_image_batch(image_BCHW)
         batch, _, height, width = image_BCHW.shape
         if (height, width) != tuple(self.info.input_hw):
             raise BackendError(
@@ -87,14 +81,7 @@ class TensorRTBackend:
             outputs = self.runner.run(image_BCHW)
         except BackendError as exc:
             raise BackendError(f"TensorRT inference failed: {exc}") from exc
-        position_m = np.asarray(outputs[self.info.position_output], dtype=np.float64)
-        quat_wxyz = np.asarray(outputs[self.info.orientation_output], dtype=np.float64)
-        if position_m.shape != (batch, 3) or quat_wxyz.shape != (batch, 4):
-            raise BackendError(
-                f"engine outputs have shapes {position_m.shape} and {quat_wxyz.shape}; expected "
-                f"({batch}, 3) position and ({batch}, 4) orientation"
-            )
-        return position_m, quat_wxyz
+        return checked_outputs(outputs, self.info, batch, "engine")
 
     def describe(self) -> str:
         """E.g. ``tensorrt 10.3.0 (Orin 8.7, fp16, max batch 1), engine dino.fp16.….engine``."""
@@ -130,8 +117,8 @@ def create_tensorrt_backend(
     ``precision``: fp16 (default), fp32 or int8 (calibrates on ``<model stem>_calibration.npy``).
     ``allow_build``: False raises instead of building a missing engine (verify_engine).
 
-    Raises BackendError (``trt_engine.StaleEngineError`` for a stale engine) whose message
-    says what is missing or different and how to proceed.
+    Raises BackendError (``posenet_ros.tensorrt.StaleEngineError`` for a stale engine) whose
+    message says what is missing or different and how to proceed.
     """
     try:
         import tensorrt  # noqa: PLC0415  (lazy on purpose: optional dependency)
@@ -171,7 +158,7 @@ def create_tensorrt_backend(
         runner = EngineRunner(
             read_engine_bytes(engine_path, sidecar),
             info.input_name,
-            (info.position_output, info.orientation_output),
+            output_names(info),
             dla_core=sidecar.dla_core,
             trt=tensorrt,
             cuda=cuda,

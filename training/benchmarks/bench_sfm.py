@@ -47,8 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.geometry import matrix_to_quat, quat_to_matrix
+from posenet_core.metrics import rotation_error_deg
 from posenet_train.datasets import load_split
-from posenet_train.geometry import matrix_to_quat, quat_to_matrix, rotation_error_deg
 from posenet_train.sfm import main as sfm_main
 from posenet_train.sfm import umeyama
 from posenet_train.sfm.demo_inputs import (

@@ -37,6 +37,7 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "save_checkpoint",
+    "save_model_checkpoint",
     "unwrap_model",
 ]
 
@@ -124,6 +125,23 @@ def save_checkpoint(
     except (OSError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc}") from exc
     return path
+
+
+def save_model_checkpoint(
+    path: str | Path, model: nn.Module, *, extra: dict[str, Any] | None = None, epoch: int = 0
+) -> Path:
+    """A checkpoint of ``model`` alone -- no optimizer, scheduler or loss state -- for a model
+    that was not trained here (hand-made, or random weights for a benchmark) but that export and
+    evaluation should read like a trained one. ``extra`` as in :func:`save_checkpoint`."""
+    return save_checkpoint(
+        path,
+        model=model,
+        optimizer=None,
+        scheduler=None,
+        epoch=epoch,
+        model_args=model.constructor_args,
+        extra=extra,
+    )
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

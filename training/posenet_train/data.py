@@ -12,40 +12,24 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from posenet_train.datasets import PoseRecord
+from posenet_core.datasets import PoseRecord
+from posenet_core.images import read_rgb
+from posenet_core.preprocess import center_crop, resize_shorter
 from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.preprocess import (
-    center_crop,
-    random_crop,
-    resize_shorter,
-    to_tensor_chw,
-)
+from posenet_train.preprocess import random_crop, to_tensor_chw
 
 __all__ = [
     "PoseDataset",
     "color_jitter",
     "make_dataloader",
     "position_stats",
-    "read_rgb",
     "seed_worker",
 ]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as RGB uint8 HWC; raises DatasetError naming an unreadable file."""
-    path = Path(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        reason = "file not found" if not path.is_file() else "not a readable image"
-        raise DatasetError(f"{path}: cannot read image ({reason})")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def color_jitter(

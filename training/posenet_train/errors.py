@@ -1,20 +1,19 @@
 """Exception types of posenet_train.
 
 Library code raises these (never bare ``ValueError``/``RuntimeError``) so that CLIs can turn them
-into one clear message and tests can check for them precisely.
+into one clear message and tests can check for them precisely. The base class and the dataset
+error are posenet_core's (the readers live there); ``PoseNetTrainError`` is the name the trainer
+has always caught them by.
 """
 
 from __future__ import annotations
 
+from posenet_core.errors import DatasetError, PoseNetError
+
 __all__ = ["PoseNetTrainError", "DatasetError", "ModelError", "CheckpointError"]
 
-
-class PoseNetTrainError(Exception):
-    """Base class of every error raised on purpose by posenet_train."""
-
-
-class DatasetError(PoseNetTrainError):
-    """A dataset is missing or malformed; the message names the file, line number and value."""
+PoseNetTrainError = PoseNetError
+"""The project's one base class (``posenet_core.errors.PoseNetError``) under the trainer's name."""
 
 
 class ModelError(PoseNetTrainError):

@@ -60,31 +60,31 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from posenet_train.data import read_rgb
-from posenet_train.datasets import SPLITS, PoseRecord, load_split
-from posenet_train.errors import ModelError, PoseNetTrainError
-from posenet_train.geometry import (
+from posenet_core.cli import positive_int, run_main
+from posenet_core.contract import UNCERTAINTY_KEY, ModelInfo, parse_metadata
+from posenet_core.datasets import SPLITS, PoseRecord
+from posenet_core.errors import ModelFileError
+from posenet_core.geometry import (
     average_quaternions,
     quat_canonical,
     quat_conjugate,
     quat_multiply,
     quat_normalize,
-    rotation_error_deg,
+    quat_to_rotvec,
 )
-from posenet_train.preprocess import (
-    DENSE_CROPS,
-    center_crop,
-    crop,
-    dense_crop_offsets,
-    resize_shorter,
-)
+from posenet_core.images import read_rgb
+from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
+from posenet_core.plots import figure, plot_error_cdfs, save_figure
+from posenet_core.preprocess import center_crop, crop, resize_shorter
+from posenet_train.datasets import load_split
+from posenet_train.errors import ModelError, PoseNetTrainError
+from posenet_train.preprocess import DENSE_CROPS, dense_crop_offsets
 
 __all__ = [
     "BASELINES",
     "IDEAL_SHARES",
     "McDropoutPrediction",
     "NN_DESCRIPTOR_WH",
-    "THRESHOLDS",
     "OnnxContract",
     "calibration_report",
     "chi3_cdf",
@@ -94,11 +94,9 @@ __all__ = [
     "main",
     "mc_dropout_predict",
     "nearest_neighbour_baseline",
-    "plot_error_cdfs",
     "plot_trajectory",
     "plot_uncertainty",
     "pose_error_vectors",
-    "pose_errors",
     "predict",
     "predict_onnx",
     "predict_with",
@@ -107,20 +105,10 @@ __all__ = [
     "summarize",
 ]
 
-# (name, translation threshold m, rotation threshold deg): a frame counts when both errors are
-# within (<=) the thresholds.
-THRESHOLDS: tuple[tuple[str, float, float], ...] = (
-    ("5cm_5deg", 0.05, 5.0),
-    ("25cm_2deg", 0.25, 2.0),
-    ("50cm_5deg", 0.50, 5.0),
-    ("5m_10deg", 5.0, 10.0),
-)
 BASELINES = ("nn",)
 NN_DESCRIPTOR_WH = (32, 24)
 DEFAULT_RESIZE = 256
 DEFAULT_CROP_HW = (224, 224)
-ONNX_FORMAT_VERSIONS = ("1", "2")
-UNCERTAINTY_KEY = "posenet.uncertainty_output"
 _IMAGE_CHUNK = 32  # images decoded ahead in threads; bounds memory on large datasets
 
 # forward(image_BCHW float32 0..1) -> (position_m [B,3], quat_wxyz [B,4])
@@ -130,35 +118,13 @@ Forward = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 # --------------------------------------------------------------------------- errors and summary
 
 
-def pose_errors(
-    pred_position_m: np.ndarray,
-    pred_quat_wxyz: np.ndarray,
-    gt_position_m: np.ndarray,
-    gt_quat_wxyz: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame ``(translation_error_m (N,), rotation_error_deg (N,))``.
-
-    Translation: Euclidean distance of the camera centres. Rotation: angle of the relative
-    rotation, sign-invariant (q and -q give 0 degrees).
-    """
-    pred_p = np.asarray(pred_position_m, dtype=np.float64).reshape(-1, 3)
-    gt_p = np.asarray(gt_position_m, dtype=np.float64).reshape(-1, 3)
-    pred_q = np.asarray(pred_quat_wxyz, dtype=np.float64).reshape(-1, 4)
-    gt_q = np.asarray(gt_quat_wxyz, dtype=np.float64).reshape(-1, 4)
-    if not len(pred_p) == len(gt_p) == len(pred_q) == len(gt_q):
-        raise PoseNetTrainError(
-            f"prediction/ground-truth counts differ: positions {len(pred_p)} vs {len(gt_p)},"
-            f" quaternions {len(pred_q)} vs {len(gt_q)}"
-        )
-    return np.linalg.norm(pred_p - gt_p, axis=1), rotation_error_deg(pred_q, gt_q)
-
-
 def summarize(translation_error_m: np.ndarray, rotation_error_deg: np.ndarray) -> dict:
     """Summary statistics of per-frame errors.
 
     Keys: ``count``, ``median_translation_m``, ``mean_translation_m``, ``median_rotation_deg``,
     ``mean_rotation_deg`` and, for each of :data:`THRESHOLDS`, ``share_<name>`` (e.g.
-    ``share_5cm_5deg``): the fraction (0..1) of frames with both errors within the thresholds.
+    ``share_5cm_5deg``): the fraction (0..1) of frames with both errors within the thresholds
+    (:func:`posenet_core.metrics.error_statistics`, the node's numbers); there must be errors.
     """
     t = np.asarray(translation_error_m, dtype=np.float64).reshape(-1)
     r = np.asarray(rotation_error_deg, dtype=np.float64).reshape(-1)
@@ -167,16 +133,7 @@ def summarize(translation_error_m: np.ndarray, rotation_error_deg: np.ndarray) -
             f"need the same non-zero number of translation and rotation errors, got {len(t)}"
             f" and {len(r)}"
         )
-    summary: dict = {
-        "count": len(t),
-        "median_translation_m": float(np.median(t)),
-        "mean_translation_m": float(np.mean(t)),
-        "median_rotation_deg": float(np.median(r)),
-        "mean_rotation_deg": float(np.mean(r)),
-    }
-    for name, max_m, max_deg in THRESHOLDS:
-        summary[f"share_{name}"] = float(np.mean((t <= max_m) & (r <= max_deg)))
-    return summary
+    return error_statistics(t, r)
 
 
 # ----------------------------------------------------------------------- network predictions
@@ -195,7 +152,7 @@ def _resized_images(records: Sequence[PoseRecord], resize: int, progress: bool) 
 
 
 def _to_bchw(crops: Sequence[np.ndarray]) -> np.ndarray:
-    # Division by 255 in float32, as posenet_ros.preprocess.to_input_tensor does.
+    # Division by 255 in float32, as posenet_core.preprocess.to_input_tensor does.
     stacked = np.stack(crops).transpose(0, 3, 1, 2)
     return np.divide(stacked, np.float32(255.0), dtype=np.float32)
 
@@ -342,70 +299,18 @@ def _eval_outputs(output: object) -> tuple[np.ndarray, ...]:
 # ----------------------------------------------------------------------------------- ONNX
 
 
-@dataclass(frozen=True)
-class OnnxContract:
-    """What evaluation needs from a model file's ``posenet.*`` metadata."""
-
-    input_name: str
-    position_output: str
-    orientation_output: str
-    input_hw: tuple[int, int]
-    resize_shorter: int
-    #: Format 2: the log-variance output's name; None when the file has none.
-    uncertainty_output: str | None = None
+OnnxContract = ModelInfo
+"""What evaluation reads from a model file: posenet_core's :class:`ModelInfo` (the node's)."""
 
 
-def _positive_int(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isdigit() and int(text) > 0 else None
-
-
-def read_onnx_contract(metadata: dict[str, str], path: str | Path = "<memory>") -> OnnxContract:
-    """Parse the ``posenet.*`` metadata with the node's rules; ModelError names key and value."""
-    required = ("posenet.format", "posenet.input", "posenet.outputs", "posenet.input_size")
-    missing = [key for key in (*required, "posenet.resize") if key not in metadata]
-    if missing:
-        raise ModelError(
-            f"{path}: model file metadata lacks {', '.join(missing)}; export the model with"
-            " `python -m posenet_train.export`"
-        )
-    version = metadata["posenet.format"].strip()
-    if version not in ONNX_FORMAT_VERSIONS:
-        raise ModelError(
-            f"{path}: posenet.format {version!r} is not supported; expected one of"
-            f" {', '.join(ONNX_FORMAT_VERSIONS)}"
-        )
-    input_name = metadata["posenet.input"].strip()
-    if not input_name:
-        raise ModelError(f"{path}: posenet.input is empty; expected the input tensor's name")
-    outputs = [name.strip() for name in metadata["posenet.outputs"].split(",")]
-    if len(outputs) != 2 or not all(outputs) or outputs[0] == outputs[1]:
-        raise ModelError(
-            f"{path}: posenet.outputs {metadata['posenet.outputs']!r} must be two different"
-            " comma-separated names 'position,orientation'"
-        )
-    size = [_positive_int(part) for part in metadata["posenet.input_size"].split(",")]
-    if len(size) != 2 or None in size:
-        raise ModelError(
-            f"{path}: posenet.input_size {metadata['posenet.input_size']!r} must be 'H,W',"
-            " two positive integers"
-        )
-    input_hw = (int(size[0]), int(size[1]))
-    resize = _positive_int(metadata["posenet.resize"])
-    if resize is None or resize < min(input_hw):
-        raise ModelError(
-            f"{path}: posenet.resize {metadata['posenet.resize']!r} must be a positive integer"
-            f" >= min(H, W) = {min(input_hw)}"
-        )
-    uncertainty = None
-    if version != "1" and UNCERTAINTY_KEY in metadata:
-        uncertainty = metadata[UNCERTAINTY_KEY].strip()
-        if not uncertainty or "," in uncertainty or uncertainty in outputs:
-            raise ModelError(
-                f"{path}: {UNCERTAINTY_KEY} {metadata[UNCERTAINTY_KEY]!r} must name one output"
-                " of its own (the log-variances), or be left out"
-            )
-    return OnnxContract(input_name, outputs[0], outputs[1], input_hw, resize, uncertainty)
+def read_onnx_contract(metadata: dict[str, str], path: str | Path = "<memory>") -> ModelInfo:
+    """Parse the ``posenet.*`` metadata with the node's rules
+    (:func:`posenet_core.contract.parse_metadata`; ``posenet.scene_frame`` may be missing, as
+    evaluation does not need it); ModelError names the key and the value."""
+    try:
+        return parse_metadata(metadata, str(path), require_scene_frame=False)
+    except ModelFileError as exc:
+        raise ModelError(str(exc)) from None
 
 
 def predict_onnx(
@@ -568,18 +473,6 @@ IDEAL_SHARES = {
 CHI3_MEDIAN = 2.365974
 
 
-def _quat_to_rotvec(quat_wxyz: np.ndarray) -> np.ndarray:
-    """Rotation vectors (..., 3), angle in [0, pi], of unit quaternions (..., 4) wxyz."""
-    q = np.asarray(quat_wxyz, dtype=np.float64)
-    q = np.where(q[..., :1] < 0.0, -q, q)
-    v = q[..., 1:]
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    angle = 2.0 * np.arctan2(n, q[..., :1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        factor = np.where(n > 1e-12, angle / np.where(n > 1e-12, n, 1.0), 2.0)
-    return v * factor
-
-
 def pose_error_vectors(
     pred_position_m: np.ndarray,
     pred_quat_wxyz: np.ndarray,
@@ -601,7 +494,7 @@ def pose_error_vectors(
             f"prediction/ground-truth counts differ: {len(pred_p)}, {len(gt_p)}, {len(pred_q)},"
             f" {len(gt_q)}"
         )
-    rotation = _quat_to_rotvec(quat_multiply(gt_q, quat_conjugate(pred_q)))
+    rotation = quat_to_rotvec(quat_multiply(gt_q, quat_conjugate(pred_q)))
     return np.concatenate([gt_p - pred_p, rotation], axis=1)
 
 
@@ -741,7 +634,7 @@ def _sample_summary(positions: np.ndarray, quats: np.ndarray) -> tuple:
     mean_quat = average_quaternions(np.swapaxes(quats, 0, 1))
     relative = quat_multiply(quat_normalize(quats), quat_conjugate(mean_quat)[None])
     deviations = np.concatenate(
-        [positions - mean_position[None], _quat_to_rotvec(relative)], axis=2
+        [positions - mean_position[None], quat_to_rotvec(relative)], axis=2
     )
     deviations -= deviations.mean(axis=0, keepdims=True)
     covariance = np.einsum("sbi,sbj->bij", deviations, deviations) / (len(positions) - 1)
@@ -872,11 +765,9 @@ def plot_uncertainty(
 ) -> Path:
     """PNG: actual error against predicted sigma (``sqrt(trace / 3)``), position (m) and
     rotation (deg), log-log, with the 1/2/3-sigma lines of an isotropic Gaussian."""
-    from matplotlib.figure import Figure
-
     errors = np.asarray(errors, dtype=np.float64)
     covariance = _as_covariances(uncertainty, len(errors))
-    fig = Figure(figsize=(11, 4.6), dpi=110)
+    fig = figure((11, 4.6))
     axes = fig.subplots(1, 2)
     for ax, block, scale, unit, name in (
         (axes[0], slice(0, 3), 1.0, "m", "position"),
@@ -902,12 +793,7 @@ def plot_uncertainty(
         ax.set_ylabel(f"actual error ({unit})")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path, title)
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -922,7 +808,6 @@ def plot_trajectory(
     view for a ground-level trajectory, whatever the dataset's up axis is).
     """
     from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure  # Figure renders with Agg; no pyplot, no display
 
     gt = np.asarray(gt_position_m, dtype=np.float64).reshape(-1, 3)
     pred = np.asarray(pred_position_m, dtype=np.float64).reshape(-1, 3)
@@ -930,7 +815,7 @@ def plot_trajectory(
     _, _, vt = np.linalg.svd(gt - mean, full_matrices=True)
     axes = vt[:2].T
     gt_2d, pred_2d = (gt - mean) @ axes, (pred - mean) @ axes
-    fig = Figure(figsize=(7, 6), dpi=110)
+    fig = figure((7, 6))
     ax = fig.subplots()
     ax.add_collection(
         LineCollection(np.stack([gt_2d, pred_2d], axis=1), colors="0.6", linewidths=0.6)
@@ -944,39 +829,7 @@ def plot_trajectory(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     ax.set_title(title or "camera centres, top view")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
-
-
-def plot_error_cdfs(
-    translation_error_m: np.ndarray, rotation_error_deg: np.ndarray, path: Path, title: str = ""
-) -> Path:
-    """PNG with the cumulative distributions of translation and rotation errors."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), dpi=110)
-    ax_t, ax_r = fig.subplots(1, 2)
-    for ax, errors, label in (
-        (ax_t, translation_error_m, "translation error (m)"),
-        (ax_r, rotation_error_deg, "rotation error (deg)"),
-    ):
-        values = np.sort(np.asarray(errors, dtype=np.float64).reshape(-1))
-        fractions = np.arange(1, len(values) + 1) / len(values)
-        ax.step(values, fractions, where="post")
-        ax.axvline(float(np.median(values)), color="0.5", linestyle="--", linewidth=0.8)
-        ax.set_xlabel(label)
-        ax.set_ylabel("fraction of frames")
-        ax.set_ylim(0.0, 1.0)
-        ax.set_xlim(left=0.0)
-        ax.grid(True, alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------ main
@@ -1272,16 +1125,6 @@ def _crop_arg(text: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
-def _positive_int_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the command line."""
     parser = argparse.ArgumentParser(
@@ -1322,11 +1165,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="redo an evaluation that already exists there"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int_arg, default=32, help="images per batch (default 32)"
+        "--batch-size", type=positive_int, default=32, help="images per batch (default 32)"
     )
     parser.add_argument(
         "--resize",
-        type=_positive_int_arg,
+        type=positive_int,
         default=None,
         help="checkpoint only: shorter side before cropping (default: from checkpoint, else 256)",
     )
@@ -1338,7 +1181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int_arg,
+        type=positive_int,
         default=None,
         help="CPU threads for torch / ONNX Runtime (default: library default)",
     )
@@ -1388,30 +1231,7 @@ def _print_calibration(name: str, report: dict) -> None:
         )
 
 
-def cli(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints the summary, returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        result = main(
-            args.dataset,
-            args.output,
-            split=args.split,
-            checkpoint=args.checkpoint,
-            onnx=args.onnx,
-            baseline=args.baseline,
-            dense=args.dense,
-            overwrite=args.overwrite,
-            batch_size=args.batch_size,
-            resize_shorter_px=args.resize,
-            crop_hw=args.crop,
-            num_threads=args.threads,
-            progress=not args.quiet,
-            mc_dropout=args.mc_dropout,
-            mc_seed=args.mc_seed,
-        )
-    except PoseNetTrainError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+def _print_summary(result: dict) -> None:
     keys = ["count", "median_translation_m", "median_rotation_deg", "mean_translation_m"]
     keys += ["mean_rotation_deg"] + [f"share_{name}" for name, _, _ in THRESHOLDS]
     for key in keys:
@@ -1420,8 +1240,31 @@ def cli(argv: Sequence[str] | None = None) -> int:
     for name in ("head", "mc_dropout"):
         if name in result.get("uncertainty", {}):
             _print_calibration(name, result["uncertainty"][name])
-    print(f"written to {Path(args.output) / 'summary.json'}")
-    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; prints the summary, returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def report(result: dict) -> None:
+        _print_summary(result)
+        print(f"written to {Path(args.output) / 'summary.json'}")
+
+    status = run_main(
+        parser.prog,
+        main,
+        args,
+        then=report,
+        handled=("resize", "crop", "threads", "quiet"),
+        resize_shorter_px=args.resize,
+        crop_hw=args.crop,
+        num_threads=args.threads,
+        progress=not args.quiet,
+    )
+    if status:
+        parser.exit(status)  # a usage-style exit, as argparse's own errors
+    return status
 
 
 if __name__ == "__main__":

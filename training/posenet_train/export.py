@@ -63,16 +63,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from posenet_core.calibration import calibration_paths
+from posenet_core.cli import non_negative_int, run_main
+from posenet_core.contract import contract_metadata, scene_frame_problem
+from posenet_core.datasets import PoseRecord
+from posenet_core.errors import ModelFileError
+from posenet_core.images import read_rgb
+from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.checkpoint import atomic_write_bytes, model_from_checkpoint
-from posenet_train.data import read_rgb
-from posenet_train.datasets import PoseRecord, load_split, parse_dataset_spec
+from posenet_train.datasets import load_split, parse_dataset_spec
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
-from posenet_train.preprocess import resize_shorter_and_center_crop
 
 __all__ = [
-    "CALIBRATION_SUFFIX",
-    "FORMAT_VERSION",
-    "FORMAT_VERSION_NO_UNCERTAINTY",
     "INPUT_NAME",
     "OPSET",
     "OUTPUT_NAMES",
@@ -80,7 +82,6 @@ __all__ = [
     "UNCERTAINTY_CALIBRATION_CHOICES",
     "UNCERTAINTY_OUTPUT",
     "build_metadata",
-    "calibration_paths",
     "cli",
     "main",
     "output_names",
@@ -88,10 +89,6 @@ __all__ = [
     "recalibrate_uncertainty",
 ]
 
-#: Contract version of a model file with an uncertainty output.
-FORMAT_VERSION = "2"
-#: Contract version of a model file without one (readable by every node version).
-FORMAT_VERSION_NO_UNCERTAINTY = "1"
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("position", "orientation")
 UNCERTAINTY_OUTPUT = "log_variance"
@@ -101,15 +98,7 @@ UNCERTAINTY_CALIBRATION_KEY = "posenet_train.uncertainty_calibration"
 OPSET = 17
 #: Largest allowed |ONNX Runtime - PyTorch| over the check images.
 TOLERANCE = 1e-4
-CALIBRATION_SUFFIX = "_calibration"
 _CHECK_IMAGES = 4
-
-
-def calibration_paths(output: str | Path) -> tuple[Path, Path]:
-    """``(<stem>_calibration.npy, <stem>_calibration.json)`` beside the model file."""
-    output = Path(output)
-    stem = output.with_name(output.stem + CALIBRATION_SUFFIX)
-    return stem.with_suffix(".npy"), stem.with_suffix(".json")
 
 
 def preprocess_images(
@@ -148,23 +137,26 @@ def build_metadata(
     extra = ckpt["extra"]
     crop_h, crop_w = (int(v) for v in extra["crop_hw"])
     uncertainty = bool(ckpt["model_args"].get("uncertainty", False))
-    metadata = {
-        "posenet.format": FORMAT_VERSION if uncertainty else FORMAT_VERSION_NO_UNCERTAINTY,
-        "posenet.input": INPUT_NAME,
-        "posenet.outputs": ",".join(OUTPUT_NAMES),
-        "posenet.input_size": f"{crop_h},{crop_w}",
-        "posenet.resize": str(int(extra["resize_shorter"])),
-        "posenet.scene_frame": scene_frame,
-        "posenet.architecture": str(ckpt["model_args"]["name"]),
-        "posenet.dataset": _dataset_name(dataset),
-        "posenet.median_error": _format_median_error(extra.get("val")),
+    try:
+        contract = contract_metadata(
+            input_name=INPUT_NAME,
+            output_names=OUTPUT_NAMES,
+            input_hw=(crop_h, crop_w),
+            resize_shorter=int(extra["resize_shorter"]),
+            scene_frame=scene_frame,
+            architecture=str(ckpt["model_args"]["name"]),
+            dataset=_dataset_name(dataset),
+            median_error=_format_median_error(extra.get("val")),
+            uncertainty_output=UNCERTAINTY_OUTPUT if uncertainty else None,
+        )
+    except ModelFileError as exc:
+        raise ModelError(f"the checkpoint cannot make a valid model file: {exc}") from None
+    return {
+        **contract,
         "posenet_train.checkpoint": checkpoint_path.name,
         "posenet_train.epoch": str(int(ckpt["epoch"])),
         "posenet_train.dataset_path": str(dataset),
     }
-    if uncertainty:
-        metadata["posenet.uncertainty_output"] = UNCERTAINTY_OUTPUT
-    return metadata
 
 
 def output_names(model: torch.nn.Module) -> tuple[str, ...]:
@@ -227,19 +219,6 @@ def recalibrate_uncertainty(
         "images": len(records),
         "variance_scale": scales,
     }
-
-
-def _check_scene_frame(scene_frame: str) -> None:
-    # The node rejects these too (tf2 frame ids): fail here rather than on the robot.
-    if not scene_frame or scene_frame != scene_frame.strip() or " " in scene_frame:
-        raise PoseNetTrainError(
-            f"scene frame {scene_frame!r} must be a non-empty frame id without whitespace"
-        )
-    if scene_frame.startswith("/"):
-        raise PoseNetTrainError(
-            f"scene frame {scene_frame!r}: ROS 2 frame ids have no leading slash "
-            f"(use {scene_frame.lstrip('/')!r})"
-        )
 
 
 def _spread(records: Sequence[PoseRecord], count: int) -> list[PoseRecord]:
@@ -355,7 +334,10 @@ def main(
             f"uncertainty_calibration {uncertainty_calibration!r} is not one of "
             f"{', '.join(UNCERTAINTY_CALIBRATION_CHOICES)}"
         )
-    _check_scene_frame(scene_frame)
+    # The node rejects these too (tf2 frame ids): fail here rather than on the robot.
+    problem = scene_frame_problem(scene_frame)
+    if problem:
+        raise PoseNetTrainError(problem)
     calib_npy, calib_json = calibration_paths(output)
 
     model, ckpt = model_from_checkpoint(checkpoint)
@@ -492,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--calibration-images",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=64,
         help="training images in the INT8 calibration set beside the model; 0: none (64)",
     )
@@ -510,33 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
 def cli(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``posenet-export`` / ``python -m posenet_train.export``."""
-    args = build_parser().parse_args(argv)
-    try:
-        main(
-            args.checkpoint,
-            args.output,
-            scene_frame=args.scene_frame,
-            calibration_images=args.calibration_images,
-            overwrite=args.overwrite,
-            dataset=args.dataset,
-            uncertainty_calibration=args.uncertainty_calibration,
-        )
-    except PoseNetTrainError as exc:
-        print(f"posenet-export: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main("posenet-export", main, build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

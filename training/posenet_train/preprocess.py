@@ -1,96 +1,24 @@
-"""Image preprocessing shared by training, evaluation and (by identical algorithm) the ROS node.
+"""Preprocessing that only training and offline evaluation need: random and dense crops, and
+images as torch tensors.
 
-:func:`resize_shorter_and_center_crop` must stay byte-for-byte identical to the node's
-``posenet_ros/preprocess.py`` (a test checks it), so offline numbers are what the node gets live:
-
-1. scale ``s = resize_shorter / min(h, w)``; new size ``(round(h*s), round(w*s))``;
-2. ``cv2.resize`` with ``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging;
-3. centre crop: ``top = int(round((h_r - H) / 2.0))``, ``left`` likewise.
-
-Images are RGB ``uint8`` arrays in HWC layout throughout.
+The contract's resize, centre crop and ``/255`` (what the node does to every frame) are
+:mod:`posenet_core.preprocess`; :func:`to_tensor_chw` gives the same values as its
+``to_input_tensor`` (a test checks it). Images are RGB ``uint8`` arrays in HWC layout
+throughout.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 
+from posenet_core.preprocess import crop
 from posenet_train.errors import PoseNetTrainError
 
-__all__ = [
-    "DENSE_CROPS",
-    "center_crop",
-    "crop",
-    "dense_crop_offsets",
-    "random_crop",
-    "resize_shorter",
-    "resize_shorter_and_center_crop",
-    "to_tensor_chw",
-]
+__all__ = ["DENSE_CROPS", "dense_crop_offsets", "random_crop", "to_tensor_chw"]
 
 # The PoseNet paper's dense evaluation averages 128 uniformly spaced crops.
 DENSE_CROPS = 128
-
-
-def _check_image(rgb_hwc: np.ndarray) -> None:
-    if not isinstance(rgb_hwc, np.ndarray) or rgb_hwc.ndim != 3 or rgb_hwc.shape[2] != 3:
-        shape = getattr(rgb_hwc, "shape", type(rgb_hwc).__name__)
-        raise PoseNetTrainError(f"expected an RGB image of shape (H, W, 3), got {shape}")
-    if rgb_hwc.dtype != np.uint8:
-        raise PoseNetTrainError(f"expected a uint8 image, got dtype {rgb_hwc.dtype}")
-    if min(rgb_hwc.shape[:2]) < 1:
-        raise PoseNetTrainError(f"empty image of shape {rgb_hwc.shape}")
-
-
-def resize_shorter(rgb_hwc: np.ndarray, size: int) -> np.ndarray:
-    """Resize so the shorter side is ``size`` pixels, keeping the aspect ratio (see module doc)."""
-    _check_image(rgb_hwc)
-    if int(size) < 1:
-        raise PoseNetTrainError(f"resize size must be >= 1 pixel, got {size}")
-    h, w = rgb_hwc.shape[:2]
-    scale = float(size) / float(min(h, w))
-    new_h, new_w = int(round(h * scale)), int(round(w * scale))
-    if (new_h, new_w) == (h, w):
-        return rgb_hwc
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    return cv2.resize(rgb_hwc, (new_w, new_h), interpolation=interpolation)
-
-
-# The name resize_shorter is also a parameter of resize_shorter_and_center_crop (the node's
-# signature); this alias lets that function reach the module-level one.
-_resize_shorter = resize_shorter
-
-
-def crop(rgb_hwc: np.ndarray, top: int, left: int, crop_hw: tuple[int, int]) -> np.ndarray:
-    """The ``crop_hw`` window at (top, left); raises if it does not lie inside the image."""
-    h, w = rgb_hwc.shape[:2]
-    ch, cw = int(crop_hw[0]), int(crop_hw[1])
-    if ch < 1 or cw < 1 or top < 0 or left < 0 or top + ch > h or left + cw > w:
-        raise PoseNetTrainError(
-            f"crop {ch}x{cw} at (top={top}, left={left}) does not fit in an image of {h}x{w};"
-            " the resize size must be >= the crop size"
-        )
-    return rgb_hwc[top : top + ch, left : left + cw]
-
-
-def center_crop(rgb_hwc: np.ndarray, crop_hw: tuple[int, int]) -> np.ndarray:
-    """Centre crop with ``top = int(round((h - H) / 2.0))`` (and the same for left)."""
-    h, w = rgb_hwc.shape[:2]
-    top = int(round((h - int(crop_hw[0])) / 2.0))
-    left = int(round((w - int(crop_hw[1])) / 2.0))
-    return crop(rgb_hwc, top, left, crop_hw)
-
-
-def resize_shorter_and_center_crop(
-    rgb_HWC: np.ndarray, resize_shorter: int, input_hw: tuple[int, int]
-) -> np.ndarray:
-    """Resize the shorter side to ``resize_shorter`` then centre-crop ``input_hw`` (uint8 HWC).
-
-    The node's algorithm and parameter names, byte for byte; returns a contiguous array.
-    """
-    resized = _resize_shorter(rgb_HWC, resize_shorter)
-    return np.ascontiguousarray(center_crop(resized, input_hw))
 
 
 def random_crop(

@@ -41,9 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.calibration import calibration_paths, read_calibration_images
+from posenet_core.cli import positive_int as _positive_int
+from posenet_core.errors import CalibrationDataError
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
-from posenet_train.export import calibration_paths
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -61,7 +63,6 @@ __all__ = [
 QUANT_FORMATS: tuple[str, ...] = ("qdq", "qoperator")
 CALIBRATION_METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 QUANTIZATION_KEY = "posenet_train.quantization"
-_RANGE_SLACK = 1e-3
 
 
 def default_output_path(model: str | Path) -> Path:
@@ -71,40 +72,12 @@ def default_output_path(model: str | Path) -> Path:
 
 
 def load_calibration(path: str | Path, input_hw: tuple[int, int]) -> np.ndarray:
-    """Calibration images float32 ``[N,3,H,W]`` 0..1 with ``H,W == input_hw``; ModelError else."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(
-            f"calibration images {path} not found; write them with `python -m "
-            "posenet_train.export ... --calibration-images 64` or pass --calibration"
-        )
+    """Calibration images float32 ``[N,3,H,W]`` 0..1 with ``H,W == input_hw``; ModelError else
+    (the checks are :func:`posenet_core.calibration.read_calibration_images`)."""
     try:
-        images = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ModelError(
-            f"calibration images {path} are not a readable .npy array: {exc}"
-        ) from exc
-    if not isinstance(images, np.ndarray) or images.dtype != np.float32:
-        raise ModelError(
-            f"calibration images {path} have dtype {getattr(images, 'dtype', None)}; "
-            "expected float32"
-        )
-    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != tuple(input_hw):
-        raise ModelError(
-            f"calibration images {path} have shape {list(images.shape)}; the model takes "
-            f"[N,3,{input_hw[0]},{input_hw[1]}]"
-        )
-    if images.shape[0] < 1:
-        raise ModelError(f"calibration images {path} hold no image")
-    if not np.isfinite(images).all():
-        raise ModelError(f"calibration images {path} contain NaN or infinite values")
-    low, high = float(images.min()), float(images.max())
-    if low < -_RANGE_SLACK or high > 1.0 + _RANGE_SLACK:
-        raise ModelError(
-            f"calibration images {path} range from {low:g} to {high:g}; expected 0..1 "
-            "(RGB / 255, as the node feeds the network)"
-        )
-    return np.ascontiguousarray(images)
+        return read_calibration_images(path, input_hw)
+    except CalibrationDataError as exc:
+        raise ModelError(str(exc)) from None
 
 
 class CalibrationImages:
@@ -437,16 +410,6 @@ def main(
         "differences": differences,
         "latency_ms": latency,
     }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

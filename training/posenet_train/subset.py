@@ -22,8 +22,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from posenet_train.datasets import load_split, write_cambridge
-from posenet_train.errors import DatasetError, PoseNetTrainError
+from posenet_core.cli import positive_int, run_main
+from posenet_core.datasets import write_cambridge
+from posenet_core.errors import DatasetError
+from posenet_train.datasets import load_split
 
 __all__ = ["MARKER", "build_parser", "cli", "evenly_spread", "main"]
 
@@ -107,16 +109,6 @@ def main(
     return output
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m posenet_train.subset``."""
     p = argparse.ArgumentParser(
@@ -127,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", required=True, help="dataset folder or FORMAT:PATH")
     p.add_argument("--output", required=True, type=Path, help="folder to write the subset to")
-    p.add_argument("--train", required=True, type=_positive_int, help="training images to keep")
-    p.add_argument("--test", type=_positive_int, help="test images to keep (default: all)")
+    p.add_argument("--train", required=True, type=positive_int, help="training images to keep")
+    p.add_argument("--test", type=positive_int, help="test images to keep (default: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a subset in --output")
     return p
 
@@ -136,15 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 error, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
-    try:
-        folder = main(
-            args.dataset, args.output, train=args.train, test=args.test, overwrite=args.overwrite
-        )
-    except PoseNetTrainError as exc:
-        print(f"posenet_train.subset: error: {exc}", file=sys.stderr)
-        return 1
-    print(folder)
-    return 0
+    return run_main("posenet_train.subset", main, args, then=print, error_status=1)
 
 
 if __name__ == "__main__":

@@ -53,16 +53,22 @@ import multiprocessing
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from posenet_train.datasets import PoseRecord, write_cambridge
+from posenet_core.cli import int_at_least, positive_float, run_main
+from posenet_core.datasets import (
+    POSES_CSV_COLUMNS,
+    CameraIntrinsics,
+    PoseRecord,
+    write_cambridge,
+)
+from posenet_core.geometry import matrix_to_quat, pose_to_matrix
 from posenet_train.errors import PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, pose_to_matrix
 
 __all__ = [
     "COMPLETE_MARKER",
@@ -230,15 +236,8 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class PinholeCamera:
-    """Pinhole intrinsics (no distortion) and image size."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
+class PinholeCamera(CameraIntrinsics):
+    """Pinhole intrinsics (no distortion) and image size: the camera of ``intrinsics.json``."""
 
     @classmethod
     def default(
@@ -251,11 +250,6 @@ class PinholeCamera:
         if not (math.isfinite(f) and f > 0.0):
             raise SyntheticSceneError(f"focal length must be a positive number of pixels, got {f}")
         return cls(int(width), int(height), f, f, (width - 1) / 2.0, (height - 1) / 2.0)
-
-    @property
-    def K(self) -> np.ndarray:  # noqa: N802 - the usual name of the camera matrix
-        """3x3 camera matrix."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     def to_json(self) -> dict:
         """The content of intrinsics.json."""
@@ -1384,7 +1378,7 @@ def _write_json(path: Path, data: dict) -> None:
 def _write_poses_csv(path: Path, folder: Path, image_paths: list[Path], traj: Trajectory) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "timestamp_s", "x_m", "y_m", "z_m", "qw", "qx", "qy", "qz"])
+        writer.writerow(POSES_CSV_COLUMNS)
         for i, image_path in enumerate(image_paths):
             row = [image_path.relative_to(folder).as_posix()]
             row += [
@@ -1735,29 +1729,6 @@ def main(
     )
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0.0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m posenet_train.synthetic``."""
     parser = argparse.ArgumentParser(
@@ -1776,61 +1747,61 @@ def build_parser() -> argparse.ArgumentParser:
         " straight down a street, every --test-every-th frame held out",
     )
     parser.add_argument(
-        "--seed", type=_int_at_least(0), default=0, help="scene and jitter seed (default 0)"
+        "--seed", type=int_at_least(0), default=0, help="scene and jitter seed (default 0)"
     )
     room, drive = SCENE_DEFAULTS["room"], SCENE_DEFAULTS["drive"]
     parser.add_argument(
         "--train-frames",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help=f"room: training images, shared by 16 camera loops (default {room['train_frames']})",
     )
     parser.add_argument(
         "--test-frames",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help=f"room: test images (default {room['test_frames']})",
     )
     parser.add_argument(
         "--frames",
-        type=_int_at_least(2),
+        type=int_at_least(2),
         help=f"drive: frames in the whole drive, train and test (default {drive['frames']})",
     )
     parser.add_argument(
         "--spacing-m",
-        type=_positive_float,
+        type=positive_float,
         help=f"drive: distance between consecutive frames in metres (default"
         f" {drive['spacing_m']})",
     )
     parser.add_argument(
         "--test-every",
-        type=_int_at_least(2),
+        type=int_at_least(2),
         help=f"drive: hold out every N-th frame as the test split (default {drive['test_every']})",
     )
     parser.add_argument(
         "--width",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help=f"image width in pixels (default: room {room['width']}, drive {drive['width']})",
     )
     parser.add_argument(
         "--height",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help=f"image height in pixels (default: room {room['height']}, drive {drive['height']})",
     )
     parser.add_argument(
         "--focal-px",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="focal length fx = fy in pixels (default: room 500 * width / 640, drive a 90°"
         " horizontal field of view, width / 2)",
     )
     parser.add_argument(
         "--rate-hz",
-        type=_positive_float,
+        type=positive_float,
         default=10.0,
         help="frame rate of the timestamps in poses_*.csv (default 10)",
     )
     parser.add_argument(
         "--workers",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=2,
         help="rendering processes (default 2; 1 renders in this process)",
     )
@@ -1850,30 +1821,15 @@ def build_parser() -> argparse.ArgumentParser:
 def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 error, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
-    try:
-        folder = main(
-            args.output,
-            scene=args.scene,
-            seed=args.seed,
-            train_frames=args.train_frames,
-            test_frames=args.test_frames,
-            frames=args.frames,
-            spacing_m=args.spacing_m,
-            test_every=args.test_every,
-            width=args.width,
-            height=args.height,
-            focal_px=args.focal_px,
-            rate_hz=args.rate_hz,
-            workers=args.workers,
-            image_format=args.image_format,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
-    except PoseNetTrainError as exc:
-        print(f"posenet_train.synthetic: error: {exc}", file=sys.stderr)
-        return 1
-    print(folder)
-    return 0
+    return run_main(
+        "posenet_train.synthetic",
+        main,
+        args,
+        then=print,
+        error_status=1,
+        handled=("no_progress",),
+        progress=not args.no_progress,
+    )
 
 
 if __name__ == "__main__":

@@ -61,11 +61,19 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
+from posenet_core.cli import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_main,
+)
+from posenet_core.metrics import pose_errors
 from posenet_train.checkpoint import load_checkpoint, save_checkpoint
 from posenet_train.data import PoseDataset, position_stats, seed_worker
 from posenet_train.datasets import load_split, parse_dataset_spec
 from posenet_train.errors import CheckpointError, PoseNetTrainError
-from posenet_train.evaluate import pose_errors, summarize
+from posenet_train.evaluate import summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
 
@@ -1083,46 +1091,6 @@ def _log_epoch(
 # ---------------------------------------------------------------------------------------- CLI
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
-
-
 def _model_arg(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip().isidentifier():
@@ -1167,49 +1135,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         help="epochs to train in total (default: derived from --steps and --min-epochs)",
     )
     p.add_argument(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         help=f"optimizer steps to train for when --epochs is not given: the run lasts enough "
         f"whole epochs for them, at least --min-epochs ({d['steps']})",
     )
     p.add_argument(
         "--min-epochs",
-        type=_positive_int,
+        type=positive_int,
         help=f"with --steps, at least this many epochs on a large set ({d['min_epochs']})",
     )
     p.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         help=f"images per step and process (default: the largest, {AUTO_BATCH_MIN} to "
         f"{AUTO_BATCH_MAX}, that makes --min-steps-per-epoch steps per epoch)",
     )
     p.add_argument(
         "--min-steps-per-epoch",
-        type=_positive_int,
+        type=positive_int,
         help=f"steps per epoch the derived batch size aims for ({d['min_steps_per_epoch']}); a "
         "small set then still takes many steps instead of one large batch per epoch",
     )
-    p.add_argument("--lr", type=_positive_float, help=f"learning rate ({d['lr']})")
+    p.add_argument("--lr", type=positive_float, help=f"learning rate ({d['lr']})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer ({d['optimizer']})")
-    p.add_argument("--momentum", type=_non_negative_float, help=f"SGD momentum ({d['momentum']})")
+    p.add_argument("--momentum", type=non_negative_float, help=f"SGD momentum ({d['momentum']})")
     p.add_argument(
-        "--weight-decay", type=_non_negative_float, help=f"L2 weight decay ({d['weight_decay']})"
+        "--weight-decay", type=non_negative_float, help=f"L2 weight decay ({d['weight_decay']})"
     )
     p.add_argument(
         "--lr-schedule", choices=LR_SCHEDULES, help=f"per-epoch lr schedule ({d['lr_schedule']})"
     )
     p.add_argument(
         "--lr-step-size",
-        type=_positive_int,
+        type=positive_int,
         help=f"epochs between lr drops, step schedule ({d['lr_step_size']})",
     )
     p.add_argument(
         "--lr-gamma",
-        type=_positive_float,
+        type=positive_float,
         help=f"lr factor per drop, step schedule ({d['lr_gamma']})",
     )
     p.add_argument(
@@ -1221,7 +1189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--beta",
-        type=_positive_float,
+        type=positive_float,
         help=f"orientation weight of the posenet loss, positions normalised ({d['beta']})",
     )
     p.add_argument(
@@ -1231,19 +1199,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--color-jitter",
-        type=_non_negative_float,
+        type=non_negative_float,
         help="brightness/contrast/saturation jitter strength in [0, 1) (0)",
     )
     p.add_argument(
         "--max-shift",
-        type=_non_negative_int,
+        type=non_negative_int,
         metavar="PX",
         help="training crops: at most PX pixels from the centre crop (default: anywhere in the "
         "resized image, as in the PoseNet paper; large shifts act as orientation label noise)",
     )
     p.add_argument(
         "--resize",
-        type=_positive_int,
+        type=positive_int,
         help=f"shorter image side before cropping, pixels ({d['resize']})",
     )
     p.add_argument(
@@ -1253,16 +1221,16 @@ def build_parser() -> argparse.ArgumentParser:
         "validation (224)",
     )
     p.add_argument("--seed", type=int, help=f"random seed ({d['seed']})")
-    p.add_argument("--workers", type=_non_negative_int, help="DataLoader worker processes (0)")
+    p.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes (0)")
     p.add_argument(
         "--val-every",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="validate on the test split every N epochs and after the last; 0: never (default: "
         f"about {VALIDATIONS_PER_RUN} times per run)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="torch CPU threads per process (default: torch's choice)",
     )
     p.add_argument(
@@ -1279,17 +1247,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-steps",
-        type=_positive_int,
+        type=positive_int,
         help="stop after this many optimizer steps (smoke tests)",
     )
     p.add_argument(
         "--freeze-backbone-epochs",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="train only the heads for the first N epochs (0)",
     )
     p.add_argument(
         "--frozen-blocks",
-        type=_non_negative_int,
+        type=non_negative_int,
         help="keep the backbone's stem and first N blocks at their pretrained weights for the "
         "whole run (0; posenet-efficientnet-lite0: up to 16, 11 keeps everything before the "
         "last two stages). With --max-shift 0 and no --color-jitter their output is computed "
@@ -1306,51 +1274,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``posenet-train`` / ``python -m posenet_train.train``."""
-    args = build_parser().parse_args(argv)
-    try:
-        result = main(
-            args.dataset,
-            args.output,
-            model=args.model,
-            pretrained=args.pretrained,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            optimizer=args.optimizer,
-            momentum=args.momentum,
-            weight_decay=args.weight_decay,
-            lr_schedule=args.lr_schedule,
-            lr_step_size=args.lr_step_size,
-            lr_gamma=args.lr_gamma,
-            loss=args.loss,
-            beta=args.beta,
-            loss_norm=args.loss_norm,
-            color_jitter=args.color_jitter,
-            max_shift=args.max_shift,
-            resize=args.resize,
-            crop=args.crop,
-            seed=args.seed,
-            workers=args.workers,
-            val_every=args.val_every,
-            threads=args.threads,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            max_steps=args.max_steps,
-            freeze_backbone_epochs=args.freeze_backbone_epochs,
-            frozen_blocks=args.frozen_blocks,
-            channels_last=args.channels_last,
-            model_kwargs=dict(args.model_arg) if args.model_arg else None,
-            device=args.device,
-            steps=args.steps,
-            min_steps_per_epoch=args.min_steps_per_epoch,
-            min_epochs=args.min_epochs,
-            progress=not args.no_progress,
-        )
-    except PoseNetTrainError as exc:
-        print(f"posenet-train: error: {exc}", file=sys.stderr)
-        return 2
+def _print_result(result: dict) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         best = result["best_val"]
         line = (
@@ -1363,7 +1287,20 @@ def cli(argv: Sequence[str] | None = None) -> int:
                 f"{best['median_rotation_deg']:.2f} deg ({result['best']})"
             )
         print(line)
-    return 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``posenet-train`` / ``python -m posenet_train.train``."""
+    args = build_parser().parse_args(argv)
+    return run_main(
+        "posenet-train",
+        main,
+        args,
+        then=_print_result,
+        handled=("model_arg", "no_progress"),
+        model_kwargs=dict(args.model_arg) if args.model_arg else None,
+        progress=not args.no_progress,
+    )
 
 
 if __name__ == "__main__":

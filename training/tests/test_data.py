@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from posenet_core.datasets import PoseRecord
+from posenet_core.images import read_rgb
+from posenet_core.preprocess import resize_shorter_and_center_crop
 from posenet_train.data import (
     PoseDataset,
     color_jitter,
     make_dataloader,
     position_stats,
-    read_rgb,
 )
-from posenet_train.datasets import PoseRecord
 from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.preprocess import resize_shorter_and_center_crop
 
 
 def make_records(folder: Path, count: int = 6, size_hw: tuple[int, int] = (30, 40)) -> list:
@@ -31,18 +31,6 @@ def make_records(folder: Path, count: int = 6, size_hw: tuple[int, int] = (30, 4
         quat = rng.normal(size=4)
         records.append(PoseRecord(path, rng.normal(size=3), quat / np.linalg.norm(quat)))
     return records
-
-
-def test_read_rgb_converts_bgr_and_names_bad_files(tmp_path: Path) -> None:
-    rgb = np.zeros((2, 3, 3), np.uint8)
-    rgb[..., 0] = 200  # pure red in RGB
-    cv2.imwrite(str(tmp_path / "red.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    np.testing.assert_array_equal(read_rgb(tmp_path / "red.png"), rgb)
-    with pytest.raises(DatasetError, match=r"missing.png: cannot read image \(file not found\)"):
-        read_rgb(tmp_path / "missing.png")
-    (tmp_path / "junk.png").write_bytes(b"not a png")
-    with pytest.raises(DatasetError, match=r"junk.png: cannot read image \(not a readable"):
-        read_rgb(tmp_path / "junk.png")
 
 
 @pytest.mark.parametrize("cache_resized", [True, False])

@@ -3,31 +3,25 @@ projecting points, and every malformed input gives a DatasetError naming file, l
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from posenet_train.datasets import (
-    PoseRecord,
-    detect_format,
-    load_split,
-    parse_dataset_spec,
-    write_cambridge,
-)
-from posenet_train.datasets.cambridge import read_cambridge_file
-from posenet_train.datasets.colmap import load_colmap
-from posenet_train.datasets.sevenscenes import read_pose_file
-from posenet_train.errors import DatasetError
-from posenet_train.geometry import (
+from posenet_core.datasets import PoseRecord, write_cambridge
+from posenet_core.datasets.cambridge import read_cambridge_file
+from posenet_core.datasets.sevenscenes import read_pose_file
+from posenet_core.geometry import (
     matrix_to_quat,
     project_points,
     project_points_krt,
     quat_to_matrix,
-    rotation_error_deg,
 )
+from posenet_core.metrics import rotation_error_deg
+from posenet_train.datasets import detect_format, load_split, parse_dataset_spec
+from posenet_train.datasets.colmap import load_colmap
+from posenet_train.errors import DatasetError
 
 K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
 POINTS = np.array([[0.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.2, -0.3, 0.4]])
@@ -202,8 +196,8 @@ def test_sevenscenes_loads_and_converts_by_projection(tmp_path: Path) -> None:
     [
         ("1 0 0 0\n0 1 0 0\n0 0 1 0\n", r"pose.txt: expected 4 rows.*got 3"),
         ("1 0 0 0\n0 1 0 0\n0 0 1\n0 0 0 1\n", r"pose.txt:3: expected 4 numbers"),
-        ("1 0 0 0\n0 1 0 0\n0 0 1 zz\n0 0 0 1\n", r"pose.txt:3: not a number: 'zz'"),
-        ("1 0 0 0\n0 1 0 0\n0 0 1 inf\n0 0 0 1\n", r"pose.txt:3: value must be finite"),
+        ("1 0 0 0\n0 1 0 0\n0 0 1 zz\n0 0 0 1\n", r"pose.txt:3: column 4 is not a number: 'zz'"),
+        ("1 0 0 0\n0 1 0 0\n0 0 1 inf\n0 0 0 1\n", r"pose.txt:3: column 4 must be finite"),
         ("1 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 1 1\n", r"pose.txt:4: last row must be '0 0 0 1'"),
         ("2 0 0 0\n0 1 0 0\n0 0 1 0\n0 0 0 1\n", r"pose.txt:1-3: not a rotation matrix"),
     ],
@@ -382,64 +376,3 @@ def test_pose_record_validates_and_is_immutable(tmp_path: Path) -> None:
         PoseRecord(tmp_path / "a.png", [1, 2, 3], [2, 0, 0, 0])
     with pytest.raises(DatasetError, match="position_m"):
         PoseRecord(tmp_path / "a.png", [1, 2], [1, 0, 0, 0])
-
-
-# ------------------------------------------------------------------------ middlebury dino
-
-
-def dino_dir() -> Path | None:
-    override = os.environ.get("POSENET_DINO_DIR")
-    if override:
-        return Path(override)
-    # tests/ -> training/ -> repository root; the shared folder sits beside the repository.
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "middlebury_dino"
-
-
-@pytest.fixture(scope="module")
-def dino() -> Path:
-    path = dino_dir()
-    if not (path / "dataset_train.txt").is_file():
-        pytest.skip(
-            f"middlebury_dino not found at {path} (expected ../shared/datasets/middlebury_dino"
-            " beside the repository, or set POSENET_DINO_DIR)"
-        )
-    return path
-
-
-def test_dino_matches_original_calibration(dino: Path) -> None:
-    """The Cambridge files, loaded, project the dino's bounding box like dino_par.txt's K[R|t]."""
-    train, test = load_split(dino, "train"), load_split(dino, "test")
-    assert (len(train), len(test)) == (273, 90)
-    lines = (dino / "dino_par.txt").read_text().split("\n")
-    calibration = {}
-    for line in lines[1:]:
-        fields = line.split()
-        if fields:
-            values = np.array(fields[1:], dtype=np.float64)
-            calibration[fields[0]] = (
-                values[:9].reshape(3, 3),
-                values[9:18].reshape(3, 3),
-                values[18:],
-            )
-    assert len(calibration) == 363
-    low, high = (
-        np.array([-0.041897, 0.001126, -0.037845]),
-        np.array([0.030897, 0.088227, 0.035495]),
-    )
-    corners = np.array(
-        [
-            [x, y, z]
-            for x in (low[0], high[0])
-            for y in (low[1], high[1])
-            for z in (low[2], high[2])
-        ]
-    )
-    names = [r.image_path.name for r in train + test]
-    assert sorted(names) == sorted(calibration)
-    worst = 0.0
-    for record in train + test:
-        k, r, t = calibration[record.image_path.name]
-        expected = project_points_krt(corners, k, r, t)
-        got = project_points(corners, k, record.position_m, record.quat_wxyz)
-        worst = max(worst, float(np.max(np.abs(got - expected))))
-    assert worst < 1e-3, f"largest reprojection difference {worst} px"

@@ -13,16 +13,16 @@ import pytest
 import torch
 
 import posenet_train.export as export_module
-from posenet_train.checkpoint import model_from_checkpoint, save_checkpoint
+from posenet_core.calibration import calibration_paths
+from posenet_core.preprocess import resize_shorter_and_center_crop
+from posenet_train.checkpoint import model_from_checkpoint, save_model_checkpoint
 from posenet_train.datasets import load_split
 from posenet_train.errors import CheckpointError, DatasetError, ModelError, PoseNetTrainError
-from posenet_train.export import build_parser, calibration_paths, cli, main
+from posenet_train.export import build_parser, cli, main
 from posenet_train.models import build_model
-from posenet_train.preprocess import resize_shorter_and_center_crop
-from posenet_train.train import main as train_main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_scene import CROP, RESIZE, write_tiny_cambridge  # noqa: E402
+from tiny_scene import CROP, RESIZE, train_tiny  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,20 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset, best.pt of a 1-epoch posenet-tiny run with validation)."""
-    root = tmp_path_factory.mktemp("export")
-    dataset = write_tiny_cambridge(root / "scene")
-    result = train_main(
-        dataset,
-        root / "run",
-        model="posenet-tiny",
-        epochs=1,
-        batch_size=4,
-        resize=RESIZE,
-        crop=CROP,
-        threads=1,
-        progress=False,
-    )
-    return dataset, result["best"]
+    return train_tiny(tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")
@@ -163,13 +150,9 @@ def test_poselstm_heads_export(trained, tmp_path):
     dataset, _ = trained
     model = build_model("posenet-tiny", lstm_hidden=8)
     model.set_position_stats([0.5, 0.5, 0.2], 0.7)
-    ckpt = save_checkpoint(
+    ckpt = save_model_checkpoint(
         tmp_path / "lstm.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
+        model,
         extra={"resize_shorter": RESIZE, "crop_hw": [CROP, CROP], "dataset": str(dataset)},
     )
     result = main(ckpt, tmp_path / "lstm.onnx", calibration_images=0)
@@ -215,14 +198,7 @@ def test_bad_arguments(trained, tmp_path, kwargs, error, pattern):
 
 def test_checkpoint_without_preprocessing_record(tmp_path):
     model = build_model("posenet-tiny")
-    ckpt = save_checkpoint(
-        tmp_path / "bare.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
-    )
+    ckpt = save_model_checkpoint(tmp_path / "bare.pt", model)
     with pytest.raises(ModelError, match="resize_shorter, crop_hw, dataset"):
         main(ckpt, tmp_path / "m.onnx")
 

@@ -217,8 +217,8 @@ def test_efficientnet_imagenet_weights_classify_a_photo():
     skimage_data = pytest.importorskip("skimage.data")
     from torchvision.models import GoogLeNet_Weights
 
+    from posenet_core.preprocess import resize_shorter_and_center_crop
     from posenet_train.models.efficientnet import efficientnet_lite0_weights_path
-    from posenet_train.preprocess import resize_shorter_and_center_crop
 
     model = build_model("posenet-efficientnet-lite0").eval()
     state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)

@@ -1,25 +1,15 @@
-"""Tests of posenet_train.preprocess, including byte-for-byte agreement with the ROS node's."""
+"""Tests of posenet_train.preprocess (random and dense crops, torch tensors), including
+byte-for-byte agreement of its tensors with posenet_core's, which the node feeds."""
 
 from __future__ import annotations
-
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from posenet_core.preprocess import center_crop, resize_shorter_and_center_crop, to_input_tensor
 from posenet_train.errors import PoseNetTrainError
-from posenet_train.preprocess import (
-    center_crop,
-    crop,
-    dense_crop_offsets,
-    random_crop,
-    resize_shorter,
-    resize_shorter_and_center_crop,
-    to_tensor_chw,
-)
+from posenet_train.preprocess import dense_crop_offsets, random_crop, to_tensor_chw
 
 # (image H, W, resize shorter, crop H, W): shrinking, enlarging, unchanged size, portrait,
 # odd sizes (rounding of the resized size and of the centre offset), non-square crops.
@@ -39,59 +29,18 @@ def random_image(h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def node_preprocess():
-    """The node's posenet_ros.preprocess, imported from the repository's source folder."""
-    repo_root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(repo_root))
-    try:
-        module = importlib.import_module("posenet_ros.preprocess")
-    except ImportError as exc:
-        pytest.skip(
-            f"the node's posenet_ros.preprocess cannot be imported from {repo_root}: {exc}"
-        )
-    finally:
-        sys.path.remove(str(repo_root))
-    return module
-
-
 @pytest.mark.parametrize(("h", "w", "resize", "crop_h", "crop_w"), SIZES)
-def test_matches_node_byte_for_byte(node_preprocess, h, w, resize, crop_h, crop_w) -> None:
+def test_tensor_matches_the_contract_byte_for_byte(h, w, resize, crop_h, crop_w) -> None:
+    # The trainer's torch tensor vs posenet_core's to_input_tensor (what the node feeds).
     for seed in range(3):
-        image = random_image(h, w, seed)
-        ours = resize_shorter_and_center_crop(image, resize, (crop_h, crop_w))
-        theirs = node_preprocess.resize_shorter_and_center_crop(image, resize, (crop_h, crop_w))
+        ours = resize_shorter_and_center_crop(random_image(h, w, seed), resize, (crop_h, crop_w))
         assert ours.shape == (crop_h, crop_w, 3) and ours.dtype == np.uint8
-        assert ours.tobytes() == np.ascontiguousarray(theirs).tobytes()
-        # The float input tensor too (our to_tensor_chw vs the node's to_input_tensor).
-        node_tensor = node_preprocess.to_input_tensor(np.ascontiguousarray(theirs))
-        assert to_tensor_chw(ours).numpy().tobytes() == node_tensor[0].tobytes()
-
-
-@pytest.mark.parametrize(
-    ("h", "w", "size", "expected_hw"),
-    [(480, 640, 256, (256, 341)), (640, 480, 256, (341, 256)), (100, 150, 256, (256, 384))],
-)
-def test_resize_shorter_sizes(h, w, size, expected_hw) -> None:
-    assert resize_shorter(random_image(h, w, 0), size).shape == (*expected_hw, 3)
-
-
-def test_center_crop_offsets() -> None:
-    image = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
-    # top = round(1.5) = 2 (banker's rounding), left = round(2.5) = 2.
-    np.testing.assert_array_equal(center_crop(image, (2, 3)), image[2:4, 2:5])
-    np.testing.assert_array_equal(center_crop(image, (3, 4)), image[1:4, 2:6])
+        assert to_tensor_chw(ours).numpy().tobytes() == to_input_tensor(ours)[0].tobytes()
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: resize_shorter(np.zeros((4, 4), np.uint8), 8), r"shape \(H, W, 3\)"),
-        (lambda: resize_shorter(np.zeros((4, 4, 3), np.float32), 8), "uint8"),
-        (lambda: resize_shorter(np.zeros((0, 4, 3), np.uint8), 8), "empty"),
-        (lambda: resize_shorter(np.zeros((4, 4, 3), np.uint8), 0), ">= 1"),
-        (lambda: center_crop(np.zeros((4, 4, 3), np.uint8), (5, 4)), "does not fit"),
-        (lambda: crop(np.zeros((4, 4, 3), np.uint8), -1, 0, (2, 2)), "does not fit"),
         (lambda: random_crop(np.zeros((4, 4, 3), np.uint8), (4, 5)), "larger than"),
         (lambda: dense_crop_offsets((4, 4), (5, 4)), "larger than"),
         (lambda: dense_crop_offsets((8, 8), (4, 4), 0), ">= 1"),

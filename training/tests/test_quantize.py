@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from posenet_train.checkpoint import save_checkpoint
+from posenet_train.checkpoint import save_model_checkpoint
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.evaluate import predict_onnx, read_onnx_contract
 from posenet_train.export import main as export_main
@@ -49,13 +49,9 @@ def exported(tmp_path_factory) -> dict:
     with torch.no_grad():
         model.heads[0].regressor.fc_xyz.weight.mul_(300.0)
         model.heads[0].regressor.fc_wpqr.weight.mul_(300.0)
-    ckpt = save_checkpoint(
+    ckpt = save_model_checkpoint(
         root / "tiny.pt",
-        model=model,
-        optimizer=None,
-        scheduler=None,
-        epoch=0,
-        model_args=model.constructor_args,
+        model,
         extra={"resize_shorter": RESIZE, "crop_hw": [CROP, CROP], "dataset": str(dataset)},
     )
     result = export_main(ckpt, root / "model" / "tiny.onnx", calibration_images=8)

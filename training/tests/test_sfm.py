@@ -25,8 +25,9 @@ import cv2
 import numpy as np
 import pytest
 
+from posenet_core.geometry import matrix_to_quat, quat_to_matrix
+from posenet_core.metrics import rotation_error_deg
 from posenet_train.datasets import load_split
-from posenet_train.geometry import matrix_to_quat, quat_to_matrix, rotation_error_deg
 from posenet_train.sfm import (
     COMPLETE_MARKER,
     REPORT,

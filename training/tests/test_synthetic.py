@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
+from posenet_core.geometry import matrix_to_quat, pose_to_matrix, project_points
 from posenet_train import synthetic
 from posenet_train.datasets import load_split
 from posenet_train.errors import PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, pose_to_matrix, project_points
 from posenet_train.synthetic import (
     COMPLETE_MARKER,
     IN_PROGRESS_MARKER,

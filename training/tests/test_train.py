@@ -258,7 +258,7 @@ def test_negative_max_shift_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(["--dataset", "x", "--output", "y", "--max-shift", "-1"])
     assert info.value.code == 2
-    assert "--max-shift: expected an integer >= 0" in capsys.readouterr().err
+    assert "--max-shift: must be >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ from posenet_train.models.heads import INITIAL_LOG_VARIANCE
 from posenet_train.train import main as train_main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_scene import CROP, RESIZE, write_tiny_cambridge  # noqa: E402
+from tiny_scene import CROP, RESIZE, train_tiny, write_tiny_cambridge  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 torch.set_num_threads(2)
@@ -198,22 +198,12 @@ def test_multi_head_loss_passes_each_heads_log_variance():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset, best.pt) of a 2-epoch posenet-tiny run with an uncertainty head."""
-    root = tmp_path_factory.mktemp("uncertainty")
-    dataset = write_tiny_cambridge(root / "scene")
-    result = train_main(
-        dataset,
-        root / "run",
-        model="posenet-tiny",
+    return train_tiny(
+        tmp_path_factory.mktemp("uncertainty"),
         model_kwargs={"uncertainty": True, "dropout": 0.3},
         loss="nll",
         epochs=2,
-        batch_size=4,
-        resize=RESIZE,
-        crop=CROP,
-        threads=1,
-        progress=False,
     )
-    return dataset, result["best"]
 
 
 @pytest.mark.parametrize(

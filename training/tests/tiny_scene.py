@@ -61,3 +61,25 @@ def write_tiny_cambridge(folder: Path, n_train: int = 12, n_test: int = 4) -> Pa
             lines.append(f"{name} {values}\n")
         (folder / f"dataset_{split}.txt").write_text(header + "".join(lines))
     return folder
+
+
+def train_tiny(root: Path, **options) -> tuple[Path, Path]:
+    """``(dataset, best.pt)`` of a posenet-tiny run on a tiny dataset written into ``root``.
+
+    ``options`` go to ``posenet_train.train.main`` over these defaults: 1 epoch, batch 4, the
+    tiny dataset's resize and crop, 1 thread, no progress bar.
+    """
+    from posenet_train.train import main as train_main  # imports torch: only when training
+
+    dataset = write_tiny_cambridge(Path(root) / "scene")
+    defaults = {
+        "model": "posenet-tiny",
+        "epochs": 1,
+        "batch_size": 4,
+        "resize": RESIZE,
+        "crop": CROP,
+        "threads": 1,
+        "progress": False,
+    }
+    result = train_main(dataset, Path(root) / "run", **{**defaults, **options})
+    return dataset, result["best"]

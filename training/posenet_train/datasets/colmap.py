@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from posenet_train.datasets.common import PoseRecord, check_split, require_image
-from posenet_train.errors import DatasetError, PoseNetTrainError
-from posenet_train.geometry import matrix_to_quat, orthonormalize_rotation
+from posenet_core.datasets.common import PoseRecord, check_split, require_image
+from posenet_core.errors import DatasetError, InvalidPoseError
+from posenet_core.geometry import matrix_to_quat, orthonormalize_rotation
 
 __all__ = [
     "TEST_EVERY",
@@ -107,7 +107,7 @@ def read_colmap_poses(model_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray
         cam_from_world = _cam_from_world_matrix(image)
         try:
             r_camera_world = orthonormalize_rotation(cam_from_world[:3, :3])
-        except PoseNetTrainError as exc:
+        except InvalidPoseError as exc:
             raise DatasetError(
                 f"{model_dir}: image id {image_id} {image.name!r}: bad rotation: {exc}"
             ) from None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from posenet_train.geometry import matrix_to_quat, quat_normalize, quat_to_matrix
+from posenet_core.geometry import matrix_to_quat, quat_normalize, quat_to_matrix
 from posenet_train.sfm.errors import SfmError
 
 __all__ = [

@@ -17,47 +17,15 @@ import argparse
 import math
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from posenet_train.errors import PoseNetTrainError
+from posenet_core.cli import int_at_least, number, run_main
 from posenet_train.sfm.frames import INPUT_KINDS
 from posenet_train.sfm.pipeline import STEPS, SfmWarning, main
 from posenet_train.sfm.reconstruct import CAMERA_MODELS, MATCHERS
 
 __all__ = ["build_parser", "cli"]
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def _number(*, positive: bool = False, low: float | None = None, high: float | None = None):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-        if positive and value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        if low is not None and value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text!r}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text!r}")
-        return value
-
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,18 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--image-topic", help="rosbag2 image topic (default: the bag's only one)")
     g.add_argument(
         "--image-rate-hz",
-        type=_number(positive=True),
+        type=number(positive=True),
         help="image folder: frame rate that gives the images timestamps",
     )
     g.add_argument(
         "--every-nth",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="keep one frame per block of N frames (default 1)",
     )
     g.add_argument(
         "--min-interval-s",
-        type=_number(positive=True),
+        type=number(positive=True),
         help="blocks last at least this many seconds (time-based selection)",
     )
     g.add_argument(
@@ -97,14 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--blur-ratio",
-        type=_number(low=0.0, high=0.99),
+        type=number(low=0.0, high=0.99),
         default=0.5,
         help="reject a frame sharper than less than this fraction of its neighbours' median"
         " (default 0.5; 0 disables the relative test)",
     )
     g.add_argument(
         "--max-frames",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=300,
         help="cap on the number of frames, evenly spaced (default 300; 0 = no cap)",
     )
@@ -140,19 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--overlap",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=10,
         help="sequential matching: successors per frame (default 10)",
     )
     g.add_argument(
         "--max-features",
-        type=_int_at_least(64),
+        type=int_at_least(64),
         default=4096,
         help="SIFT features per image (default 4096)",
     )
     g.add_argument(
         "--init-min-tri-angle",
-        type=_number(low=0.1, high=60.0),
+        type=number(low=0.1, high=60.0),
+        dest="init_min_tri_angle_deg",
         default=4.0,
         metavar="DEG",
         help="smallest median triangulation angle of the frame pair a model starts from"
@@ -160,22 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--init-max-forward-motion",
-        type=_number(low=0.5, high=1.0),
+        type=number(low=0.5, high=1.0),
         default=1.0,
+        metavar="SHARE",
         help="largest share |t_z|/|t| of that pair's baseline along the optical axis (default 1:"
         " forward motion allowed; COLMAP's is 0.95, which refuses a robot driving straight)",
     )
-    g.add_argument("--threads", type=_int_at_least(1), default=2, help="CPU threads (default 2)")
-    g.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed (default 0)")
+    g.add_argument("--threads", type=int_at_least(1), default=2, help="CPU threads (default 2)")
+    g.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     g.add_argument(
         "--min-registered",
-        type=_int_at_least(3),
+        type=int_at_least(3),
         default=10,
         help="fewest registered frames accepted (default 10)",
     )
     g.add_argument(
         "--min-registered-share",
-        type=_number(low=0.0, high=1.0),
+        type=number(low=0.0, high=1.0),
         default=0.5,
         help="smallest share of the selected frames that must register (default 0.5); below"
         " this (or --min-registered) mapping is tried once more with COLMAP's initialisation",
@@ -183,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("scale and frame (at most one; none keeps SfM units)")
     scale = g.add_mutually_exclusive_group()
     scale.add_argument(
-        "--scale", type=_number(positive=True), help="multiply SfM units by this factor"
+        "--scale", type=number(positive=True), help="multiply SfM units by this factor"
     )
     scale.add_argument(
         "--known-distance",
@@ -207,44 +177,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--camera-extrinsic",
         nargs=7,
-        type=_number(),
+        type=number(),
         metavar=("X", "Y", "Z", "QW", "QX", "QY", "QZ"),
         help="with --odometry-topic: T_base_camera, the optical camera's pose in the base frame"
         " (metres; camera-to-base quaternion, wxyz); default: looked up in the bag's TF",
     )
     g.add_argument(
         "--max-gap-s",
-        type=_number(positive=True),
+        type=number(positive=True),
         default=0.5,
         help="longest reference gap to interpolate across (default 0.5 s)",
     )
     g.add_argument(
         "--inlier-threshold-m",
-        type=_number(positive=True),
+        type=number(positive=True),
         help="alignment outlier threshold (default: 3 x robust noise estimate, >= 1 cm)",
     )
     g.add_argument(
         "--min-reference-pairs",
-        type=_int_at_least(4),
+        type=int_at_least(4),
         default=10,
         help="fewest frames with a reference pose needed (default 10)",
     )
     g = p.add_argument_group("split and output")
     g.add_argument(
         "--test-fraction",
-        type=_number(low=0.01, high=0.99),
+        type=number(low=0.01, high=0.99),
         default=0.2,
         help="share of the time blocks that are test blocks (default 0.2)",
     )
     g.add_argument(
         "--split-blocks",
-        type=_int_at_least(2),
+        type=int_at_least(2),
         default=10,
         help="number of time blocks the frames are cut into (default 10)",
     )
     g.add_argument(
         "--split-guard-frames",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=1,
         help="training frames dropped on each side of a test block (default 1)",
     )
@@ -274,55 +244,26 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     known = _known_distance(args.known_distance, parser)
+    folders: list = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SfmWarning)
-        try:
-            folder = main(
-                args.input,
-                args.output,
-                input_kind=args.input_kind,
-                image_topic=args.image_topic,
-                image_rate_hz=args.image_rate_hz,
-                every_nth=args.every_nth,
-                min_interval_s=args.min_interval_s,
-                reject_blur=not args.no_blur_rejection,
-                blur_ratio=args.blur_ratio,
-                max_frames=args.max_frames or None,
-                image_format=args.image_format,
-                intrinsics=args.intrinsics,
-                camera_info_topic=args.camera_info_topic,
-                camera_model=args.camera_model,
-                refine_intrinsics=args.refine_intrinsics,
-                matcher=args.matcher,
-                overlap=args.overlap,
-                max_features=args.max_features,
-                init_min_tri_angle_deg=args.init_min_tri_angle,
-                init_max_forward_motion=args.init_max_forward_motion,
-                num_threads=args.threads,
-                seed=args.seed,
-                min_registered=args.min_registered,
-                min_registered_share=args.min_registered_share,
-                scale=args.scale,
-                known_distance=known,
-                odometry_topic=args.odometry_topic,
-                tf_reference_frame=args.tf_reference_frame,
-                camera_frame=args.camera_frame,
-                camera_extrinsic=args.camera_extrinsic,
-                max_gap_s=args.max_gap_s,
-                inlier_threshold_m=args.inlier_threshold_m,
-                min_reference_pairs=args.min_reference_pairs,
-                test_fraction=args.test_fraction,
-                split_blocks=args.split_blocks,
-                split_guard_frames=args.split_guard_frames,
-                overwrite=args.overwrite,
-                redo_from=args.redo_from,
-                progress=not args.no_progress,
-                verbose=args.verbose,
-            )
-        except PoseNetTrainError as exc:
-            print(f"posenet_train.sfm: error: {exc}", file=sys.stderr)
-            return 1
+        status = run_main(
+            "posenet_train.sfm",
+            main,
+            args,
+            then=folders.append,
+            error_status=1,
+            handled=("input", "no_blur_rejection", "threads", "no_progress"),
+            input_path=args.input,
+            reject_blur=not args.no_blur_rejection,
+            max_frames=args.max_frames or None,
+            num_threads=args.threads,
+            known_distance=known,
+            progress=not args.no_progress,
+        )
+    if status:
+        return status
     for warning in caught:
         print(f"posenet_train.sfm: warning: {warning.message}", file=sys.stderr)
-    print(folder)
+    print(folders[0])
     return 0

@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posenet_train.geometry import matrix_to_quat, quat_to_matrix
+from posenet_core.geometry import matrix_to_quat, quat_to_matrix
 from posenet_train.sfm.errors import SfmError
 from posenet_train.synthetic import PinholeCamera, Scene, build_scene, look_at_rotation, render
 

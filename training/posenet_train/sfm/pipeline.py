@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posenet_train.datasets import PoseRecord, write_cambridge
+from posenet_core.datasets import PoseRecord, write_cambridge
 from posenet_train.sfm.align import Similarity
 from posenet_train.sfm.errors import SfmError
 from posenet_train.sfm.frames import (

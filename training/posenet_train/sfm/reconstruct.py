@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from posenet_train.geometry import matrix_to_quat, orthonormalize_rotation
+from posenet_core.geometry import matrix_to_quat, orthonormalize_rotation
 from posenet_train.sfm.errors import SfmError
 
 __all__ = [

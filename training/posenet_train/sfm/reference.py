@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from posenet_train.geometry import matrix_to_quat, quat_to_matrix, rotation_error_deg
+from posenet_core.geometry import matrix_to_quat, quat_to_matrix
+from posenet_core.metrics import rotation_error_deg
 from posenet_train.sfm.align import Similarity, check_spread, fit_similarity_robust
 from posenet_train.sfm.errors import SfmError
 from posenet_train.sfm.rosbag import Bag

@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from posenet_train.geometry import quat_normalize, quat_to_matrix
+from posenet_core.geometry import quat_normalize, quat_to_matrix
 from posenet_train.sfm.align import interpolate_poses
 from posenet_train.sfm.errors import SfmError
 

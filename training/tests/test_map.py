@@ -1,0 +1,385 @@
+"""posenet_train.map: the map of a small dino subset, intrinsics sources, reuse, CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from posenet_core.datasets import write_cambridge
+from posenet_core.features import FeatureConfig
+from posenet_core.geometry import pose_to_matrix
+from posenet_core.mapfile import MapCamera, dataset_fingerprint, read_map
+from posenet_core.refine import Refiner
+from posenet_train import map as map_step
+from posenet_train.datasets import load_split
+
+# Consecutive dino images on one ring of the gantry's hemisphere (train and test interleaved as in
+# the full set: every 4th image is a test image).
+SUBSET = range(2, 20)
+
+
+def _dino_dir() -> Path:
+    override = os.environ.get("POSENET_DINO_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "middlebury_dino"
+
+
+@pytest.fixture(scope="module")
+def dino_subset(tmp_path_factory) -> Path:
+    """A Cambridge dataset of 18 dino images (14 train, 4 test) with the original calibration."""
+    source = _dino_dir()
+    if not (source / "dataset_train.txt").is_file():
+        pytest.skip(f"middlebury_dino not found at {source} (or set POSENET_DINO_DIR)")
+    folder = tmp_path_factory.mktemp("dino_subset")
+    wanted = {f"dino{i:04d}.png" for i in SUBSET}
+    for split in ("train", "test"):
+        records = [r for r in load_split(source, split) if r.image_path.name in wanted]
+        write_cambridge(folder, split, records)
+    shutil.copy(source / "dino_par.txt", folder / "dino_par.txt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dino_map(dino_subset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("maps") / "dino.map.npz"
+    return map_step.main(str(dino_subset), out, progress=False)
+
+
+def test_map_holds_the_training_split_only(dino_subset, dino_map):
+    site_map = read_map(dino_map)
+    train = load_split(dino_subset, "train")
+    test_names = {r.image_path.name for r in load_split(dino_subset, "test")}
+    assert site_map.num_keyframes == len(train) == 14
+    assert not {Path(n).name for n in site_map.keyframe_names} & test_names
+    assert site_map.dataset == dino_subset.name
+    # images outside the dataset folder are named by file name (see map._relative_name)
+    names = [map_step._relative_name(r.image_path, dino_subset) for r in train]
+    assert site_map.dataset_fingerprint == dataset_fingerprint(
+        (n, r.position_m, r.quat_wxyz) for n, r in zip(names, train, strict=True)
+    )
+    assert site_map.camera == MapCamera(640, 480, 3310.4, 3325.5, 316.73, 200.55)
+    assert site_map.provenance["camera_source"] == "dino_par.txt"
+    assert site_map.num_points > 300
+    assert dino_map.stat().st_size < 2_000_000
+    for i, record in enumerate(train):
+        np.testing.assert_allclose(
+            site_map.keyframe_T_world_camera[i],
+            pose_to_matrix(record.position_m, record.quat_wxyz),
+            atol=1e-12,
+        )
+
+
+def test_points_reproject_onto_their_keypoints(dino_map):
+    """The triangulation kept the given poses: every observation reprojects within pixels."""
+    from posenet_core.refine.pnp import project
+
+    site_map = read_map(dino_map)
+    errors = []
+    for i in range(site_map.num_keyframes):
+        s = site_map.keyframe_slice(i)
+        xyz = site_map.point_xyz_m[site_map.obs_point_id[s]]
+        uv = project(xyz, site_map.keyframe_T_world_camera[i], site_map.camera.K)
+        errors.append(np.linalg.norm(uv - site_map.obs_xy[s], axis=1))
+    errors = np.concatenate(errors)
+    assert np.median(errors) < 1.0
+    assert np.percentile(errors, 99) < 4.5
+
+
+def test_the_map_refines_an_unseen_test_image(dino_subset, dino_map):
+    import cv2
+
+    refiner = Refiner.from_file(dino_map)
+    record = load_split(dino_subset, "test")[2]
+    T_true = pose_to_matrix(record.position_m, record.quat_wxyz)
+    prior = T_true.copy()
+    prior[:3, 3] += [0.02, -0.01, 0.01]
+    prior[:3, :3] = cv2.Rodrigues(np.radians([1.5, -1.0, 0.5]).reshape(3, 1))[0] @ T_true[:3, :3]
+    rgb = cv2.cvtColor(cv2.imread(str(record.image_path)), cv2.COLOR_BGR2RGB)
+    result = refiner.refine(rgb, refiner.map.camera.K, prior)
+    assert result.success, result.message
+    assert np.linalg.norm(result.T_world_camera[:3, 3] - T_true[:3, 3]) < 0.01
+    cos = (np.trace(result.T_world_camera[:3, :3].T @ T_true[:3, :3]) - 1) / 2
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 0.5
+
+
+def test_existing_map_is_kept_unless_overwrite(dino_subset, dino_map, capsys):
+    before = dino_map.stat().st_mtime_ns
+    assert map_step.main(str(dino_subset), dino_map, progress=False) == dino_map
+    assert dino_map.stat().st_mtime_ns == before
+    assert "exists: kept" in capsys.readouterr().err
+    other = map_step.MatchOptions(pairs_per_image=3)
+    map_step.main(str(dino_subset), dino_map, match=other, progress=False)
+    assert "other parameters" in capsys.readouterr().err
+    assert dino_map.stat().st_mtime_ns == before
+    # --overwrite rebuilds (the feature cache beside it is reused for the same features)
+    map_step.main(str(dino_subset), dino_map, match=other, overwrite=True, progress=False)
+    assert dino_map.stat().st_mtime_ns != before
+    assert read_map(dino_map).provenance["build"]["match"]["pairs_per_image"] == 3
+
+
+def test_corrupt_existing_map_is_an_error(dino_subset, tmp_path):
+    out = tmp_path / "broken.npz"
+    out.write_bytes(b"not a map")
+    with pytest.raises(map_step.MapBuildError, match="--overwrite"):
+        map_step.main(str(dino_subset), out, progress=False)
+
+
+def test_map_of_a_colmap_dataset_keeps_its_poses_and_camera(dino_subset, tmp_path):
+    """A COLMAP model (what posenet_train.sfm writes) as input: its camera, its train split."""
+    from posenet_core.geometry import matrix_to_quat, quat_to_matrix
+
+    root = tmp_path / "colmap_dino"
+    (root / "images").mkdir(parents=True)
+    (root / "sparse" / "0").mkdir(parents=True)
+    records = load_split(dino_subset, "train")[:8]
+    lines = []
+    for i, r in enumerate(records, start=1):
+        (root / "images" / r.image_path.name).symlink_to(r.image_path.resolve())
+        R_cw = quat_to_matrix(r.quat_wxyz).T
+        t = -R_cw @ r.position_m
+        q = matrix_to_quat(R_cw)
+        lines += [" ".join(map(str, [i, *q, *t, 1, r.image_path.name])), ""]
+    (root / "sparse" / "0" / "images.txt").write_text("\n".join(lines) + "\n")
+    # COLMAP pixel centres at half-integers: +0.5 on the principal point
+    (root / "sparse" / "0" / "cameras.txt").write_text(
+        "1 PINHOLE 640 480 3310.4 3325.5 317.23 201.05\n"
+    )
+    (root / "sparse" / "0" / "points3D.txt").write_text("")
+    out = map_step.main(str(root), tmp_path / "colmap.npz", progress=False)
+    site_map = read_map(out)
+    train = load_split(str(root), "train")  # every 8th image (sorted by name) is a test image
+    assert site_map.num_keyframes == len(train) == 7
+    assert site_map.camera.cx == pytest.approx(316.73) and site_map.camera.fx == 3310.4
+    assert "COLMAP" in site_map.provenance["camera_source"]
+    for i, r in enumerate(train):
+        np.testing.assert_allclose(
+            site_map.keyframe_T_world_camera[i],
+            pose_to_matrix(r.position_m, r.quat_wxyz),
+            atol=1e-9,
+        )
+    assert site_map.num_points > 100
+
+
+# ------------------------------------------------------------------------------ intrinsics
+
+
+def _cambridge(folder: Path, size=(64, 48)) -> Path:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "a.png"), np.zeros((size[1], size[0], 3), np.uint8))
+    (folder / "dataset_train.txt").write_text("h\nh\n\na.png 0 0 0 1 0 0 0\n")
+    return folder
+
+
+def _colmap_text_model(folder: Path) -> None:
+    sparse = folder / "sparse" / "0"
+    sparse.mkdir(parents=True)
+    (sparse / "cameras.txt").write_text("1 SIMPLE_RADIAL 64 48 50.0 32.5 24.5 0.01\n")
+    (sparse / "images.txt").write_text("1 1 0 0 0 0 0 0 1 a.png\n\n")
+    (sparse / "points3D.txt").write_text("")
+
+
+def _case_json(folder: Path) -> tuple[str, dict]:
+    _cambridge(folder)
+    (folder / "intrinsics.json").write_text(
+        json.dumps({"width": 64, "height": 48, "fx": 40.0, "fy": 41.0, "cx": 31.5, "cy": 23.5})
+    )
+    return str(folder), {"fx": 40.0, "fy": 41.0, "cx": 31.5, "distortion": ()}
+
+
+def _case_colmap(folder: Path) -> tuple[str, dict]:
+    _cambridge(folder)
+    _colmap_text_model(folder)
+    # COLMAP's principal point (pixel centres at half-integers) -> OpenCV's
+    return str(folder), {"fx": 50.0, "cx": 32.0, "cy": 24.0, "distortion": (0.01, 0.0, 0.0, 0.0)}
+
+
+def _case_sevenscenes(folder: Path) -> tuple[str, dict]:
+    (folder / "seq-01").mkdir(parents=True)
+    (folder / "TrainSplit.txt").write_text("sequence1\n")
+    return str(folder), {"fx": 585.0, "cx": 320.0, "width": 640}
+
+
+INTRINSICS_CASES = [("intrinsics.json", _case_json), ("colmap", _case_colmap)]
+
+
+@pytest.mark.parametrize(("name", "make"), INTRINSICS_CASES)
+def test_intrinsics_from_the_dataset(tmp_path, name, make):
+    dataset, expected = make(tmp_path / name)
+    camera, source = map_step.resolve_camera(dataset, (64, 48))
+    for key, value in expected.items():
+        assert getattr(camera, key) == pytest.approx(value) if key != "distortion" else True
+        if key == "distortion":
+            assert camera.distortion == value
+    assert source
+
+
+def test_sevenscenes_published_calibration(tmp_path):
+    dataset, _ = _case_sevenscenes(tmp_path / "7s")
+    camera, source = map_step.resolve_camera(dataset, (640, 480))
+    assert (camera.fx, camera.cx, camera.cy) == (585.0, 320.0, 240.0)
+    assert "7-Scenes" in source
+
+
+def test_explicit_intrinsics_win_and_size_must_match(tmp_path):
+    folder = _cambridge(tmp_path / "plain")
+    with pytest.raises(map_step.MapBuildError, match="no intrinsics found.*--intrinsics"):
+        map_step.resolve_camera(str(folder), (64, 48))
+    path = tmp_path / "cam.json"
+    path.write_text(json.dumps({"width": 64, "height": 48, "fx": 9, "fy": 9, "cx": 1, "cy": 2}))
+    camera, _ = map_step.resolve_camera(str(folder), (64, 48), path)
+    assert camera.fx == 9.0
+    with pytest.raises(map_step.MapBuildError, match="64x48 images but the training images are"):
+        map_step.resolve_camera(str(folder), (640, 480), path)
+    path.write_text("{broken")
+    with pytest.raises(map_step.MapBuildError, match="cannot read intrinsics JSON"):
+        map_step.resolve_camera(str(folder), (64, 48), path)
+
+
+# ----------------------------------------------------------------------------- pairs, epipolar
+
+
+def test_pairs_join_nearest_views_within_the_angle():
+    from posenet_core.refine.pnp import T_world_camera_from_rvec_tvec
+
+    # five cameras along x looking along z, and one looking back
+    poses = [T_world_camera_from_rvec_tvec(np.zeros(3), [-x, 0.0, 0.0]) for x in range(5)]
+    poses.append(T_world_camera_from_rvec_tvec([0.0, np.pi, 0.0], [0.0, 0.0, 0.0]))
+    pairs = map_step.select_pairs(np.stack(poses), pairs_per_image=1, max_angle_deg=30)
+    assert pairs == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert all(5 not in p for p in map_step.select_pairs(np.stack(poses), 4, 30))
+
+
+def test_sampson_distance_is_zero_for_true_correspondences():
+    from posenet_core.refine.pnp import T_world_camera_from_rvec_tvec, project
+
+    K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    T_a = np.eye(4)
+    T_b = T_world_camera_from_rvec_tvec([0.0, 0.1, 0.0], [-0.5, 0.0, 0.1])
+    rng = np.random.default_rng(0)
+    X = rng.uniform([-1, -1, 4], [1, 1, 6], (20, 3))
+    F = map_step._fundamental(T_a, T_b, K)
+    a, b = project(X, T_a, K), project(X, T_b, K)
+    assert map_step.sampson_distance(F, a, b).max() < 1e-6
+    assert map_step.sampson_distance(F, a, b + [0.0, 5.0]).min() > 1.0
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def _tiny_model(path: Path, dataset: str) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Identity", ["x"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph)
+    for key, value in {"posenet.dataset": dataset, "posenet.scene_frame": "site"}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
+    return path
+
+
+CLI_CASES = [
+    # (argv builder, exit status, words in stderr)
+    (lambda d, t: ["--output", str(t / "m.npz")], 2, "--dataset"),
+    (lambda d, t: ["--dataset", str(d), "--output", str(t / "m.txt")], 1, "must end in .npz"),
+    (lambda d, t: ["--dataset", str(d), "--output", str(t / "m.npz"), "--ratio", "2"], 2, "ratio"),
+    (lambda d, t: ["--dataset", str(d), "--output", str(t / "m.npz"), "--feature", "surf"], 2, "surf"),  # noqa: E501
+    (lambda d, t: ["--dataset", str(t / "nope"), "--output", str(t / "m.npz")], 1, "not found"),
+    (
+        lambda d, t: [
+            "--dataset", str(d), "--output", str(t / "m.npz"),
+            "--model", str(_tiny_model(t / "other.onnx", "kings_college")),
+        ],
+        1,
+        "trained on dataset 'kings_college'",
+    ),
+    (
+        lambda d, t: ["--dataset", str(d), "--output", str(t / "m.npz"), "--model", str(t / "x.onnx")],  # noqa: E501
+        1,
+        "cannot read the model file",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "status", "words"), CLI_CASES)
+def test_cli_errors(dino_subset, tmp_path, capsys, argv, status, words):
+    if status == 2:
+        with pytest.raises(SystemExit) as info:
+            map_step.cli(argv(dino_subset, tmp_path))
+        assert info.value.code == 2
+    else:
+        assert map_step.cli(argv(dino_subset, tmp_path)) == 1
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_cli_builds_with_model_scene_frame_and_orb(dino_subset, tmp_path, capsys):
+    model = _tiny_model(tmp_path / "model.onnx", dino_subset.name)
+    out = tmp_path / "orb.npz"
+    argv = ["--dataset", str(dino_subset), "--output", str(out), "--model", str(model)]
+    argv += ["--feature", "orb", "--max-keyframes", "6", "--no-progress"]
+    assert map_step.cli(argv) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    site_map = read_map(out)
+    assert site_map.scene_frame == "site"
+    assert site_map.feature == FeatureConfig(type="orb")
+    assert site_map.num_keyframes == 6
+    assert len(site_map.provenance["model_sha256"]) == 64
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        map_step.cli(["--help"])
+    text = capsys.readouterr().out
+    parser = map_step.build_parser()
+    for action in parser._actions:
+        assert action.help, f"{action.option_strings} has no help"
+    assert "--epipolar-threshold-px" in text
+
+
+@pytest.mark.parametrize("kind", ["sift", "orb"])
+def test_point_descriptor_is_the_medoid_of_its_track(kind):
+    feature = FeatureConfig(type=kind)
+    rng = np.random.default_rng(0)
+    width = feature.descriptor_bytes
+    base = rng.integers(0, 120, width).astype(np.uint8)
+    near = base.copy()
+    near[:4] += 3
+    far = rng.integers(0, 255, width).astype(np.uint8)
+    single = rng.integers(0, 255, width).astype(np.uint8)
+    descriptors = np.stack([far, near, base, single, base])
+    point_ids = np.array([0, 0, 0, 1, 0])
+    out = map_step.point_descriptors(descriptors, point_ids, 2, feature)
+    assert out.shape == (2, width) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[0], base)  # closest to the others of point 0
+    np.testing.assert_array_equal(out[1], single)
+
+
+def test_observation_descriptors_are_larger_and_refine_too(dino_subset, dino_map, tmp_path):
+    out = tmp_path / "per_observation.npz"
+    shutil.copy(  # the feature cache of the same images and features: no re-extraction
+        dino_map.with_name("dino.map.features.npz"), tmp_path / "per_observation.features.npz"
+    )
+    map_step.main(str(dino_subset), out, descriptors="observation", progress=False)
+    per_obs, per_point = read_map(out), read_map(dino_map)
+    assert len(per_obs.descriptor) == per_obs.num_observations
+    assert len(per_point.descriptor) == per_point.num_points
+    assert len(per_obs.descriptor) > 2 * len(per_point.descriptor)
+    assert out.stat().st_size > dino_map.stat().st_size
+    with pytest.raises(map_step.MapBuildError, match="descriptors must be one of"):
+        map_step.main(str(dino_subset), tmp_path / "x.npz", descriptors="mean", progress=False)
