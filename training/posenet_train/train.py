@@ -2,8 +2,13 @@
 
 Example (EfficientNet-Lite0 with ImageNet weights, the defaults' network)::
 
-    python -m posenet_train.train --dataset ../shared/datasets/middlebury_dino \\
-        --output runs/dino --resize 128 --crop 128,168 --max-shift 4
+    python -m posenet_train.train --dataset ../shared/datasets/middlebury_dino --output runs/dino
+
+The network input follows the dataset's camera unless ``--resize``/``--crop`` are given
+(:mod:`posenet_train.input_geometry`): the whole frame at shorter side 128, the long side by the
+aspect ratio (dino's 640x480 -> 128x168, a 960x320 camera -> 128x384), or a square crop when the
+set holds both portrait and landscape images. A crop that does not fit an image is refused
+before training, naming the ``--resize`` that would fit.
 
 The schedule is counted in optimizer steps, not epochs: unless ``--batch-size`` is given, the
 batch is the largest (4..16) that makes at least ``--min-steps-per-epoch`` (8) steps per epoch,
@@ -69,6 +74,7 @@ from posenet_core.cli import (
     run_main,
 )
 from posenet_core.metrics import pose_errors
+from posenet_train import input_geometry
 from posenet_train.checkpoint import load_checkpoint, save_checkpoint
 from posenet_train.data import PoseDataset, position_stats, seed_worker
 from posenet_train.datasets import load_split, parse_dataset_spec
@@ -112,8 +118,8 @@ DEFAULTS: dict[str, Any] = {
     "loss_norm": None,
     "color_jitter": 0.0,
     "max_shift": None,
-    "resize": 256,
-    "crop": (224, 224),
+    "resize": None,  # derived from the dataset's image sizes: see _resolve_input_geometry
+    "crop": None,
     "seed": 0,
     "freeze_backbone_epochs": 0,
     "frozen_blocks": 0,
@@ -271,6 +277,8 @@ def _check_options(cfg: dict[str, Any]) -> None:
             )
     positive = ("lr", "lr_step_size", "resize", "beta")
     for key in positive:
+        if cfg[key] is None and key == "resize":
+            continue  # derived from the data
         if not cfg[key] > 0:
             raise PoseNetTrainError(f"{key} must be > 0, got {cfg[key]!r}")
     # None: derived from the data (_resolve_schedule).
@@ -295,7 +303,7 @@ def _check_options(cfg: dict[str, Any]) -> None:
         raise PoseNetTrainError(f"lr_gamma must be in (0, 1], got {cfg['lr_gamma']!r}")
     if not 0.0 <= cfg["color_jitter"] < 1.0:
         raise PoseNetTrainError(f"color_jitter must be in [0, 1), got {cfg['color_jitter']!r}")
-    if cfg["resize"] < min(cfg["crop"]):
+    if cfg["resize"] is not None and cfg["crop"] is not None and cfg["resize"] < min(cfg["crop"]):
         raise PoseNetTrainError(
             f"resize {cfg['resize']} must be >= the crop's shorter side "
             f"{cfg['crop'][0]},{cfg['crop'][1]} (the centre crop is cut from the image resized "
@@ -393,6 +401,44 @@ def describe_schedule(schedule: dict[str, Any], cfg: dict[str, Any]) -> str:
         f" epochs{epochs_note} = {schedule['total_steps']} optimizer steps; validation every"
         f" {schedule['val_every']} epochs"
     )
+
+
+def _resolve_input_geometry(
+    cfg: dict[str, Any], train_records: list, val_records: list
+) -> str | None:
+    """Fill in ``resize`` and ``crop`` from the dataset's image sizes where not given, and check
+    that the crop fits every image; return the line that says what was chosen (None when both
+    were given and fit).
+
+    Neither given: :func:`posenet_train.input_geometry.choose_input_geometry` (the whole frame
+    at shorter side 128; both orientations: a square crop). Only ``resize``: the whole frame at
+    that shorter side. Only ``crop``: the smallest resize that fits it in every image. A crop
+    that does not fit raises PoseNetTrainError naming the ``--resize`` that would.
+    """
+    records = list(train_records) + list(val_records)
+    sizes = {input_geometry.image_size_hw(r.image_path) for r in records}
+    given_resize, given_crop = cfg["resize"], cfg["crop"]
+    note = None
+    if given_crop is None:
+        chosen = input_geometry.choose_input_geometry(
+            sizes, short_side=given_resize or input_geometry.DEFAULT_SHORT_SIDE
+        )
+        cfg["crop"] = chosen.crop_hw
+        cfg["resize"] = given_resize or chosen.resize
+        note = (
+            f"input: resize {cfg['resize']}, crop {cfg['crop'][0]}x{cfg['crop'][1]} (derived:"
+            f" {chosen.reason}); --resize/--crop set it by hand"
+        )
+    elif given_resize is None:
+        fits = input_geometry.resize_that_fits(sizes, given_crop)
+        cfg["resize"] = fits if fits is not None else max(given_crop)
+        note = (
+            f"input: resize {cfg['resize']} (derived: the smallest that fits crop "
+            f"{given_crop[0]}x{given_crop[1]} in every image), crop {given_crop[0]}x"
+            f"{given_crop[1]}"
+        )
+    input_geometry.check_fits(sizes, cfg["resize"], cfg["crop"])
+    return note
 
 
 def _build_optimizer(
@@ -650,7 +696,7 @@ def _train(
             raise PoseNetTrainError("--dataset is required for a new run")
         cfg = {k: (DEFAULTS.get(k) if v is None else v) for k, v in requested.items()}
         cfg["dataset"] = _absolute_dataset(cfg["dataset"])
-        cfg["crop"] = _parse_crop(cfg["crop"])
+        cfg["crop"] = None if cfg["crop"] is None else _parse_crop(cfg["crop"])
         cfg["model_kwargs"] = dict(cfg["model_kwargs"])
         if cfg["pretrained"] in ("auto", None) and cfg["model"] in MODEL_NAMES:
             cfg["pretrained"] = default_pretrained(cfg["model"])
@@ -679,6 +725,10 @@ def _train(
 
     # Data.
     train_records = load_split(cfg["dataset"], "train")
+    val_records = load_split(cfg["dataset"], "test") if cfg["val_every"] != 0 else []
+    geometry_note = _resolve_input_geometry(cfg, train_records, val_records)
+    if ddp.is_main and geometry_note:
+        print(geometry_note, file=sys.stderr, flush=True)
     schedule = _resolve_schedule(cfg, math.ceil(len(train_records) / ddp.world_size))
     if ddp.is_main:
         print(describe_schedule(schedule, cfg), file=sys.stderr, flush=True)
@@ -694,7 +744,8 @@ def _train(
             "again); prefer a new run, or the step schedule, to train longer",
             file=sys.stderr,
         )
-    val_records = load_split(cfg["dataset"], "test") if cfg["val_every"] > 0 else []
+    if cfg["val_every"] == 0:
+        val_records = []
     train_set = PoseDataset(
         train_records,
         resize_shorter=cfg["resize"],
@@ -1212,13 +1263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resize",
         type=positive_int,
-        help=f"shorter image side before cropping, pixels ({d['resize']})",
+        help="shorter image side before cropping, pixels (default: derived from the data, with"
+        " --crop the smallest that fits it in every image, else 128)",
     )
     p.add_argument(
         "--crop",
         type=_crop_arg,
         help="network input size N or H,W: random crops in training, centre crop for "
-        "validation (224)",
+        "validation (default: derived from the dataset's image sizes - the whole frame at"
+        " shorter side 128, long side by the camera's aspect ratio; a square crop when the set"
+        " holds both portrait and landscape images)",
     )
     p.add_argument("--seed", type=int, help=f"random seed ({d['seed']})")
     p.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes (0)")
