@@ -18,6 +18,8 @@ Each set trains with the defaults (``posenet_train.train`` with only ``--frozen-
 ``--max-shift`` given, the README's CPU speed-up, plus one thread), then the final weights
 (``last.pt``) and nearest-neighbour retrieval are evaluated on the test split; one row per set:
 the derived input and schedule, the time, the medians, and the ratio retrieval / PoseNet.
+``--resize``/``--crop`` (with a ``--tag`` for the run folders) replace the derived input, to
+compare input sizes.
 """
 
 from __future__ import annotations
@@ -79,13 +81,13 @@ def prepare(name: str, workdir: Path, dino: Path) -> Path:
     return subset.main(dino, folder, train=int(name.removeprefix("dino")))
 
 
-def run_set(name: str, workdir: Path, dino: Path, train_options: dict) -> dict:
+def run_set(name: str, workdir: Path, dino: Path, train_options: dict, tag: str = "") -> dict:
     """Train with the defaults on set ``name``, evaluate it and retrieval; one table row."""
     from posenet_train.evaluate import main as evaluate
     from posenet_train.train import main as train
 
     dataset = prepare(name, workdir, dino)
-    run = workdir / "runs" / name
+    run = workdir / "runs" / (name + tag)
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     result = train(dataset, run, resume="auto", progress=False, **train_options)
@@ -94,7 +96,7 @@ def run_set(name: str, workdir: Path, dino: Path, train_options: dict) -> dict:
     model = evaluate(dataset, run / "eval_last", checkpoint=result["last"], progress=False)
     nn = evaluate(dataset, run / "eval_nn", baseline="nn", progress=False)
     row = {
-        "set": name,
+        "set": name + tag,
         "train_images": len(load_split(dataset, "train")),
         "test_images": model["count"] if "count" in model else None,
         "input": f"{config['crop'][0]}x{config['crop'][1]} (resize {config['resize']})",
@@ -119,11 +121,16 @@ def cli() -> None:
     parser.add_argument("--frozen-blocks", type=int, default=11, help="(11)")
     parser.add_argument("--max-shift", type=int, default=0, help="(0)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
+    parser.add_argument("--resize", type=int, help="instead of the derived input (comparisons)")
+    parser.add_argument("--crop", help="instead of the derived input, N or H,W (comparisons)")
+    parser.add_argument("--tag", default="", help="suffix of the run folders (comparisons)")
     args = parser.parse_args()
     options = {
         "frozen_blocks": args.frozen_blocks,
         "max_shift": args.max_shift,
         "threads": args.threads,
+        "resize": args.resize,
+        "crop": args.crop,
     }
     print(
         "| set | train imgs | input (derived) | schedule (derived) | train time | load |"
@@ -131,7 +138,7 @@ def cli() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.sets:
-        r = run_set(name, args.workdir, args.dino, options)
+        r = run_set(name, args.workdir, args.dino, options, args.tag)
         print(
             f"| {r['set']} | {r['train_images']} | {r['input']} | {r['schedule']} |"
             f" {r['train_s'] / 60:.1f} min | {r['load']} |"
