@@ -5,6 +5,8 @@ Usage (from anywhere, with the project's venv active)::
     python training/benchmarks/bench_sfm.py [--frames 100 300] [--width 640 --height 480]
         [--input rosbag|video] [--arc-deg 360] [--threads 2] [--max-features 4096]
         [--workdir DIR] [--keep]
+    python training/benchmarks/bench_sfm.py --input drive [--frames 51] [--spacing-m 1.2]
+        [--width 960 --height 320] [--seeds 0 1 2]
 
 For each frame count, a recording of the synthetic room is written (a robot driving an arc round
 the room's centre with a camera looking forward-left, :mod:`posenet_train.sfm.demo_inputs`) as a
@@ -21,6 +23,14 @@ row is printed:
   it (rosbag), or after a rigid Umeyama alignment (video; the SfM frame is arbitrary there).
 
 The machine's load average is printed too: SfM is CPU-bound, so other jobs slow it down.
+
+``--input drive`` benchmarks the forward drive instead (issue 15): the street of
+:func:`posenet_train.synthetic.build_street` rendered along a straight 60 m drive (``--frames``
+51, ``--spacing-m`` 1.2, a wide ``--width`` x ``--height`` camera, ``--seeds``), labelled from
+its image folder with the rendered intrinsics and the first-to-last distance, once with the
+defaults and once (reusing the features and matches) with COLMAP's own initialisation (16°,
+forward motion refused): one row per seed and initialisation, the error after the rigid
+alignment as for a video.
 """
 
 from __future__ import annotations
@@ -32,11 +42,12 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from posenet_core.geometry import matrix_to_quat
+from posenet_core.geometry import matrix_to_quat, quat_to_matrix
 from posenet_core.metrics import rotation_error_deg
 from posenet_train.datasets import load_split
 from posenet_train.sfm import main as sfm_main
@@ -124,6 +135,138 @@ def run_one(
     }
 
 
+def run_drive(
+    frames: int,
+    spacing_m: float,
+    width: int,
+    height: int,
+    seed: int,
+    threads: int,
+    max_features: int,
+    workdir: Path,
+) -> list[dict]:
+    """Render one forward drive, label it with the defaults, then again from its matches with
+    COLMAP's initialisation; return one row per initialisation."""
+    from posenet_train import synthetic
+    from posenet_train.sfm import SfmError
+    from posenet_train.sfm.reconstruct import INIT_FALLBACK
+
+    case = workdir / f"drive_{frames}_{width}x{height}_seed{seed}"
+    shutil.rmtree(case, ignore_errors=True)
+    case.mkdir(parents=True)
+    dataset = synthetic.main(
+        case / "street",
+        scene="drive",
+        seed=seed,
+        frames=frames,
+        spacing_m=spacing_m,
+        width=width,
+        height=height,
+        progress=False,
+    )
+    records = sorted(
+        load_split(dataset, "train") + load_split(dataset, "test"), key=lambda r: r.image_path.name
+    )
+    truth = np.tile(np.eye(4), (len(records), 1, 1))
+    for i, r in enumerate(records):
+        truth[i, :3, :3] = quat_to_matrix(r.quat_wxyz)
+        truth[i, :3, 3] = r.position_m
+    distance = float(np.linalg.norm(truth[-1, :3, 3] - truth[0, :3, 3]))
+    common = {
+        "intrinsics": dataset / "intrinsics.json",
+        "known_distance": ("0", str(frames - 1), distance),
+        "max_frames": None,
+        "num_threads": threads,
+        "max_features": max_features,
+        "progress": False,
+    }
+    rows = []
+    colmap_init = dict(
+        zip(("init_min_tri_angle_deg", "init_max_forward_motion"), INIT_FALLBACK, strict=True)
+    )
+    for label, init in (("defaults", {}), ("colmap init", colmap_init)):
+        out = case / "out"
+        start = time.perf_counter()
+        row = {"frames": frames, "input": "drive", "size": f"{width}x{height}", "seed": seed}
+        row["init"] = label
+        try:
+            with warnings.catch_warnings(record=True) as warnings_caught:
+                warnings.simplefilter("always")
+                redo = "mapping" if init else None
+                sfm_main(dataset / "images", out, redo_from=redo, **common, **init)
+        except SfmError as exc:
+            row.update(total_s=time.perf_counter() - start, failed=str(exc).split(";")[0])
+            rows.append(row)
+            continue
+        report = json.loads((out / "sfm_report.json").read_text())
+        median_m, path_m, rot_deg = _accuracy(out, truth, rigid=True)
+        row.update(
+            {
+                "features_s": report["timings_s"].get("features_s", 0.0),
+                "mapping_s": report["timings_s"].get("mapping_s", 0.0),
+                "total_s": time.perf_counter() - start,
+                "registered": f"{report['sfm']['registered_frames']}/{frames}",
+                "models": 1 + len(report["sfm"]["other_models"]),
+                "tries": len(report["sfm"]["mapping_attempts"]),
+                "path_m": path_m,
+                "pos_err_mm": 1000 * median_m,
+                "pos_err_pct": 100 * median_m / path_m,
+                "rot_err_deg": rot_deg,
+                "warnings": len(warnings_caught),
+            }
+        )
+        rows.append(row)
+    return rows
+
+
+def main_drive(
+    frames: int = 51,
+    spacing_m: float = 1.2,
+    width: int = 960,
+    height: int = 320,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    threads: int = 2,
+    max_features: int = 4096,
+    workdir: Path | None = None,
+    keep: bool = False,
+) -> list[dict]:
+    """The forward-drive benchmark; print and return the rows."""
+    temporary = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="bench_sfm_drive_")) if temporary else Path(workdir)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    print(
+        "seed size      init         features_s mapping_s total_s registered models tries"
+        " pos_err_mm pos_err_% rot_err_deg"
+    )
+    rows = []
+    try:
+        for seed in seeds:
+            for row in run_drive(
+                frames, spacing_m, width, height, seed, threads, max_features, root
+            ):
+                rows.append(row)
+                if "failed" in row:
+                    print(
+                        f"{row['seed']:4d} {row['size']:9s} {row['init']:12s} failed after"
+                        f" {row['total_s']:.1f} s: {row['failed']}",
+                        flush=True,
+                    )
+                    continue
+                print(
+                    f"{row['seed']:4d} {row['size']:9s} {row['init']:12s}"
+                    f" {row['features_s']:10.1f} {row['mapping_s']:9.1f} {row['total_s']:7.1f}"
+                    f" {row['registered']:>10s} {row['models']:6d} {row['tries']:5d}"
+                    f" {row['pos_err_mm']:10.1f} {row['pos_err_pct']:9.3f}"
+                    f" {row['rot_err_deg']:11.3f}",
+                    flush=True,
+                )
+    finally:
+        if temporary and not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    return rows
+
+
 def main(
     frames: tuple[int, ...] = (100, 300),
     width: int = 640,
@@ -167,11 +310,26 @@ def main(
 def cli() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--frames", type=int, nargs="+", default=[100, 300], help="frame counts")
-    parser.add_argument("--width", type=int, default=640, help="image width (default 640)")
-    parser.add_argument("--height", type=int, default=480, help="image height (default 480)")
     parser.add_argument(
-        "--input", choices=("rosbag", "video"), default="rosbag", help="input kind (rosbag)"
+        "--frames",
+        type=int,
+        nargs="+",
+        help="frame counts (default 100 300; drive: one count, 51)",
+    )
+    parser.add_argument("--width", type=int, help="image width (default 640; drive 960)")
+    parser.add_argument("--height", type=int, help="image height (default 480; drive 320)")
+    parser.add_argument(
+        "--input",
+        choices=("rosbag", "video", "drive"),
+        default="rosbag",
+        help="input kind (rosbag); drive: the rendered forward drive, defaults against COLMAP's"
+        " initialisation",
+    )
+    parser.add_argument(
+        "--spacing-m", type=float, default=1.2, help="drive: metres between frames (1.2)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="drive: scene seeds (0 1 2)"
     )
     parser.add_argument(
         "--arc-deg", type=float, default=360.0, help="arc the robot drives round the room (360)"
@@ -183,10 +341,23 @@ def cli() -> None:
     parser.add_argument("--workdir", type=Path, help="keep inputs and outputs here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
+    if args.input == "drive":
+        main_drive(
+            args.frames[0] if args.frames else 51,
+            args.spacing_m,
+            args.width or 960,
+            args.height or 320,
+            tuple(args.seeds),
+            args.threads,
+            args.max_features,
+            args.workdir,
+            args.keep,
+        )
+        return
     main(
-        tuple(args.frames),
-        args.width,
-        args.height,
+        tuple(args.frames or (100, 300)),
+        args.width or 640,
+        args.height or 480,
         args.input,
         args.arc_deg,
         args.threads,

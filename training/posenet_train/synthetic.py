@@ -1,9 +1,15 @@
-"""An embedded scene: a textured room rendered from known poses, written as a pose dataset.
+"""Embedded scenes rendered from known poses, written as pose datasets: a room and a street.
 
-The scene is a room (default 8 m x 6 m x 3 m) built only from planar textured rectangles: walls cut
+The room (default 8 m x 6 m x 3 m) is built only from planar textured rectangles: walls cut
 into segments that each carry a different real photograph (scikit-image's bundled sample images;
 nothing is downloaded), a floor mosaic, a ceiling, and boxes, pillars and hanging panels inside the
 room so that views are distinguishable and show parallax. Everything is deterministic from a seed.
+
+The street (:func:`build_street`) is the same kind of scene, open to a uniform sky: two rows of
+photo facades 14 m apart, a material mosaic on the ground, parked cars and posts. Its camera path
+(:func:`make_drive`) is what a robot mapping a site records: a wide camera (default 960x320,
+90° horizontal field of view) driving straight ahead, frames about 1.2 m apart, every N-th frame
+held out for testing (:func:`write_drive_dataset`).
 
 Frames (conventions used everywhere in the project):
 
@@ -25,6 +31,8 @@ Command line::
 
     python -m posenet_train.synthetic --output DIR [--seed 0] [--train-frames 600]
         [--test-frames 150] [--width 640 --height 480] [--workers 2] [--overwrite]
+    python -m posenet_train.synthetic --scene drive --output DIR [--frames 51]
+        [--spacing-m 1.2] [--test-every 4] [--width 960 --height 320] [--focal-px F]
 
 writes a Cambridge Landmarks dataset (``images/``, ``dataset_train.txt``, ``dataset_test.txt``;
 read it with ``posenet_train.datasets.load_split``), plus ``intrinsics.json``, ``poses_train.csv``
@@ -64,8 +72,13 @@ from posenet_train.errors import PoseNetTrainError
 
 __all__ = [
     "COMPLETE_MARKER",
+    "DRIVE_HFOV_DEG",
     "FORMAT_VERSION",
     "IN_PROGRESS_MARKER",
+    "SCENES",
+    "SCENE_DEFAULTS",
+    "STREET_AHEAD_M",
+    "STREET_BEHIND_M",
     "Face",
     "PinholeCamera",
     "RaycastResult",
@@ -73,14 +86,20 @@ __all__ = [
     "SyntheticSceneError",
     "Trajectory",
     "build_scene",
+    "build_street",
     "cli",
+    "drive_length_m",
+    "drive_test_indices",
     "look_at_rotation",
     "main",
+    "make_drive",
     "make_trajectories",
     "raycast",
     "render",
     "rotation_from_yaw_pitch_roll",
+    "street_for_drive",
     "write_dataset",
+    "write_drive_dataset",
 ]
 
 FORMAT_VERSION = 1
@@ -174,26 +193,35 @@ class Face:
 
 @dataclass(frozen=True, eq=False)
 class Scene:
-    """The room: its faces, and the solid objects that cameras must stay out of.
+    """A scene (the room, or the street): its faces, and the solid objects that cameras must
+    stay out of.
 
     Attributes:
         seed: the seed it was built from (None for a hand-made scene).
-        room_size_m: (length along x, width along y, height) of the room; the room spans
-            ``[-L/2, L/2] x [-W/2, W/2] x [0, H]``.
+        room_size_m: (length along x, width along y, height). The room spans
+            ``[-L/2, L/2] x [-W/2, W/2] x [0, H]``; the street (``kind == "street"``) spans
+            ``[-STREET_BEHIND_M, L] x [-W/2, W/2]`` between its facades, H is their height.
         faces: every textured rectangle.
         obstacles_m: axis-aligned boxes ``(min_xyz, max_xyz)`` of the solid objects inside.
+        kind: ``"room"`` (closed; :func:`build_scene`) or ``"street"`` (open to the sky;
+            :func:`build_street`).
+        background_rgb: colour of pixels that hit no face (the street's sky).
     """
 
     seed: int | None
     room_size_m: tuple[float, float, float]
     faces: tuple[Face, ...]
     obstacles_m: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = ()
+    kind: str = "room"
+    background_rgb: tuple[int, int, int] = (0, 0, 0)
 
     def describe(self) -> dict:
         """JSON-ready description (geometry and texture sources, no pixels)."""
         return {
+            "kind": self.kind,
             "seed": self.seed,
             "room_size_m": list(self.room_size_m),
+            "background_rgb": list(self.background_rgb),
             "faces": [
                 {
                     "name": f.name,
@@ -1000,6 +1028,238 @@ def make_trajectories(
 
 
 # --------------------------------------------------------------------------------------------
+# The street and the forward drive
+
+#: How far the street reaches behind the drive's start (x = 0): the wide camera sees the
+#: facades from about its own distance to them onwards.
+STREET_BEHIND_M = 6.0
+#: How far the street goes on past the drive's last frame, up to the building across its end.
+STREET_AHEAD_M = 60.0
+_STREET_WIDTH_M = 14.0  # facade to facade
+_FACADE_HEIGHT_M = 9.0
+_SIDEWALK_M = 2.0
+_STREET_TEXELS_PER_M = 48  # about one texel per pixel at 10 m with a 480 px focal length
+_SKY_RGB = (186, 202, 218)
+# The drive: the camera rides in the right-hand lane, 1.45 m up, weaving a little within it.
+_LANE_Y_M = -1.6
+_CAMERA_HEIGHT_M = 1.45
+_LANE_WEAVE_M = 0.12
+_LANE_WEAVE_PERIOD_M = 35.0
+_DRIVE_PITCH_DEG = -1.0
+#: Horizontal field of view of the drive's default camera (a wide automotive camera).
+DRIVE_HFOV_DEG = 90.0
+
+
+def build_street(seed: int = 0, length_m: float = 90.0) -> Scene:
+    """A straight street between two rows of facades, deterministically from ``seed``.
+
+    The street runs along +x from ``-STREET_BEHIND_M`` to ``length_m``, where a building closes
+    it; it is 14 m wide facade to facade (y = -7 .. 7), the facades 9 m high. Each facade is cut
+    into 3-5 m segments, each a different crop of a sample photo (tinted when greyscale, never
+    the same photo twice in a row); the ground is a mosaic of tinted materials (road and
+    sidewalks in 4 m cells). Parked cars (boxes) stand along both kerbs and posts on the
+    sidewalks, away from the right-hand lane the drive uses (:func:`make_drive`). Above the
+    facades is a uniform sky (``background_rgb``): nothing to match there, as in a real street.
+
+    Raises SyntheticSceneError for a negative seed or a street shorter than 20 m or longer than
+    2 km.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise SyntheticSceneError(f"seed must be a non-negative integer, got {seed!r}")
+    length = float(length_m)
+    if not (math.isfinite(length) and 20.0 <= length <= 2000.0):
+        raise SyntheticSceneError(f"street length_m must be 20..2000 m, got {length_m!r}")
+    rng = np.random.default_rng([int(seed), 0x57EE7])
+    x0, x1 = -STREET_BEHIND_M, length
+    half_w, height = _STREET_WIDTH_M / 2.0, _FACADE_HEIGHT_M
+    texels = _STREET_TEXELS_PER_M
+    faces: list[Face] = []
+    obstacles: list[tuple[tuple[float, ...], tuple[float, ...]]] = []
+    photos = list(_COLOR_PHOTOS + _GRAY_PHOTOS)
+    all_photos = _COLOR_PHOTOS + _GRAY_PHOTOS + _GRAY_MATERIALS
+
+    def facade_photo(previous: str | None) -> str:
+        choices = [p for p in photos if p != previous]
+        return choices[int(rng.integers(len(choices)))]
+
+    # Facades: right side (y = -W/2, seen from +y) and left side (y = +W/2, seen from -y).
+    for side, y, right in (("right", -half_w, (-1.0, 0.0, 0.0)), ("left", half_w, (1.0, 0, 0))):
+        x, k, previous = x0, 0, None
+        while x < x1 - 1e-9:
+            seg = min(float(rng.uniform(3.0, 5.0)), x1 - x)
+            if x1 - x - seg < 1.0:  # no sliver at the end
+                seg = x1 - x
+            photo = facade_photo(previous)
+            previous = photo
+            tint = _random_tint(rng) if photo in _GRAY_PHOTOS else None
+            tex, desc = _texture_from_photo(rng, photo, (seg, height), texels, tint=tint)
+            center = (x + seg / 2.0, y, height / 2.0)
+            faces.append(
+                _make_face(
+                    f"facade_{side}_{k}", center, right, (0, 0, 1), (seg, height), tex, desc
+                )
+            )
+            x += seg
+            k += 1
+    # The far end: a plain wall, as far as the view goes (a street recedes into the haze; a
+    # poster there would be one big plane in the middle of every frame, which real drives lack).
+    far = np.full((8, 8, 3), 150.0, np.float32)
+    tex, desc = far * (0.8 + 0.2 * _random_tint(rng)), "plain"
+    faces.append(
+        _make_face(
+            "facade_end",
+            (x1, 0.0, height / 2.0),
+            (0.0, -1.0, 0.0),
+            (0, 0, 1),
+            (_STREET_WIDTH_M, height),
+            tex,
+            desc,
+        )
+    )
+
+    # Ground: road and sidewalks, 4 m cells of tinted materials, one texture.
+    ground_w = int(round((x1 - x0) * texels))
+    ground_h = int(round(_STREET_WIDTH_M * texels))
+    ground = np.zeros((ground_h, ground_w, 3), np.float32)
+    # Texture rows run from y = +W/2 (row 0, "up" is +y) to y = -W/2.
+    bands = [half_w, half_w - _SIDEWALK_M, 0.0, -half_w + _SIDEWALK_M, -half_w]
+    rows = [int(round((half_w - b) * texels)) for b in bands]
+    cols = np.linspace(0, ground_w, max(1, int(round((x1 - x0) / 4.0))) + 1).round().astype(int)
+    ground_desc = []
+    for i in range(len(rows) - 1):
+        for j in range(len(cols) - 1):
+            size = ((cols[j + 1] - cols[j]) / texels, (rows[i + 1] - rows[i]) / texels)
+            material = _GRAY_MATERIALS[int(rng.integers(len(_GRAY_MATERIALS)))]
+            tex, desc = _texture_from_photo(rng, material, size, texels, tint=_random_tint(rng))
+            ground[rows[i] : rows[i + 1], cols[j] : cols[j + 1]] = tex
+            ground_desc.append(desc)
+    faces.append(
+        _make_face(
+            "ground",
+            ((x0 + x1) / 2.0, 0.0, 0.0),
+            (1, 0, 0),
+            (0, 1, 0),
+            (x1 - x0, _STREET_WIDTH_M),
+            ground,
+            "mosaic: " + "; ".join(ground_desc),
+        )
+    )
+
+    # Parked cars along both kerbs, posts on both sidewalks.
+    kerb = half_w - _SIDEWALK_M
+    for side, sign in (("right", -1.0), ("left", 1.0)):
+        x, k = x0 + float(rng.uniform(0.0, 6.0)), 0
+        while x + 4.5 < x1 - 2.0:
+            size = np.array([rng.uniform(3.8, 4.8), rng.uniform(1.7, 1.9), rng.uniform(1.4, 1.8)])
+            inner, outer = kerb - 0.2 - size[1], kerb - 0.2
+            y_lo, y_hi = (-outer, -inner) if sign < 0 else (inner, outer)
+            lo = np.array([x, y_lo, 0.0])
+            hi = np.array([x + size[0], y_hi, size[2]])
+            faces += _box_faces(rng, f"car_{side}_{k}", lo, hi, all_photos)
+            obstacles.append((tuple(lo), tuple(hi)))
+            x += size[0] + float(rng.uniform(2.0, 12.0))
+            k += 1
+        x, k = x0 + float(rng.uniform(2.0, 8.0)), 0
+        while x < x1 - 2.0:
+            y_mid = sign * (half_w - 0.8)
+            lo = np.array([x - 0.15, y_mid - 0.15, 0.0])
+            hi = np.array([x + 0.15, y_mid + 0.15, float(rng.uniform(3.0, 4.5))])
+            faces += _box_faces(rng, f"post_{side}_{k}", lo, hi, all_photos)
+            obstacles.append((tuple(lo), tuple(hi)))
+            x += float(rng.uniform(7.0, 13.0))
+            k += 1
+
+    return Scene(
+        seed=int(seed),
+        room_size_m=(length, _STREET_WIDTH_M, height),
+        faces=tuple(faces),
+        obstacles_m=tuple(
+            (tuple(float(v) for v in lo), tuple(float(v) for v in hi)) for lo, hi in obstacles
+        ),
+        kind="street",
+        background_rgb=_SKY_RGB,
+    )
+
+
+def drive_length_m(frames: int, spacing_m: float) -> float:
+    """Length of the drive's path: ``(frames - 1) * spacing_m``."""
+    return (frames - 1) * spacing_m
+
+
+def street_for_drive(seed: int, frames: int, spacing_m: float) -> Scene:
+    """The street a drive of ``frames`` frames ``spacing_m`` apart needs (it ends
+    ``STREET_AHEAD_M`` past the last frame)."""
+    return build_street(seed, max(20.0, drive_length_m(frames, spacing_m) + STREET_AHEAD_M))
+
+
+def make_drive(
+    scene: Scene, frames: int = 51, spacing_m: float = 1.2, *, rate_hz: float = 10.0
+) -> Trajectory:
+    """A robot (or car) driving straight down the street, a camera looking ahead.
+
+    Frame ``i`` is ``i * spacing_m`` along +x from x = 0 in the right-hand lane (y = -1.6 m), the
+    camera 1.45 m up and pitched 1° down. The path weaves 0.12 m either side of the lane centre
+    over 35 m and the heading follows it (at most 1.3°); small random jitter (5 mm, 0.2°) is
+    added, deterministic from ``scene.seed``. Nearly pure forward motion: what a robot mapping a
+    corridor or a street records, and what a default structure-from-motion initialisation finds
+    hardest. Timestamps run at ``rate_hz`` from 0.
+
+    Raises SyntheticSceneError when the scene is not a street long enough for the drive, or for
+    bad counts.
+    """
+    frames = _check_count("frames", frames, 2)
+    spacing = _check_spacing(spacing_m)
+    rate = _check_rate(rate_hz)
+    if scene.kind != "street":
+        raise SyntheticSceneError(f"a drive needs the street scene, got a {scene.kind}")
+    length = drive_length_m(frames, spacing)
+    if length + 5.0 > scene.room_size_m[0]:
+        raise SyntheticSceneError(
+            f"the drive ({length:.1f} m) does not fit the street ({scene.room_size_m[0]:.1f} m);"
+            " build it with street_for_drive()"
+        )
+    seed = 0 if scene.seed is None else scene.seed
+    rng = np.random.default_rng([seed, 0xD21FE])
+    phase = float(rng.uniform(0.0, 2.0 * math.pi))
+    omega = 2.0 * math.pi / _LANE_WEAVE_PERIOD_M
+    positions = np.empty((frames, 3))
+    quats = np.empty((frames, 4))
+    for i in range(frames):
+        x = i * spacing
+        y = _LANE_Y_M + _LANE_WEAVE_M * math.sin(omega * x + phase)
+        yaw = math.atan(_LANE_WEAVE_M * omega * math.cos(omega * x + phase))
+        z = _CAMERA_HEIGHT_M + rng.normal(0.0, 0.005)
+        yaw += math.radians(rng.normal(0.0, 0.2))
+        pitch = math.radians(_DRIVE_PITCH_DEG + rng.normal(0.0, 0.2))
+        roll = math.radians(rng.normal(0.0, 0.2))
+        positions[i] = (x, y + rng.normal(0.0, 0.005), z)
+        quats[i] = matrix_to_quat(rotation_from_yaw_pitch_roll(yaw, pitch, roll))
+    return Trajectory(np.arange(frames) / rate, positions, quats)
+
+
+def _check_spacing(spacing_m: float) -> float:
+    if isinstance(spacing_m, bool) or not isinstance(spacing_m, (int, float, np.floating)):
+        raise SyntheticSceneError(f"spacing_m must be a number of metres, got {spacing_m!r}")
+    spacing = float(spacing_m)
+    if not (math.isfinite(spacing) and 0.01 <= spacing <= 20.0):
+        raise SyntheticSceneError(f"spacing_m must be 0.01..20 m, got {spacing_m!r}")
+    return spacing
+
+
+def drive_test_indices(frames: int, test_every: int) -> list[int]:
+    """The frames held out for testing: every ``test_every``-th, starting with frame
+    ``test_every - 1`` (so the first frame and, mostly, the last are training frames)."""
+    frames = _check_count("frames", frames, 2)
+    test_every = _check_count("test_every", test_every, 2)
+    indices = list(range(test_every - 1, frames, test_every))
+    if not indices:
+        raise SyntheticSceneError(
+            f"test_every = {test_every} holds out no frame of {frames}; use at most {frames}"
+        )
+    return indices
+
+
+# --------------------------------------------------------------------------------------------
 # Writing a dataset
 
 _worker_state: dict = {}
@@ -1015,7 +1275,10 @@ def _init_worker(scene: Scene, k: np.ndarray, width: int, height: int, threads: 
 def _render_and_save(job: tuple[str, np.ndarray]) -> str:
     path, t_world_camera = job
     s = _worker_state
-    rgb, _ = render(s["scene"], t_world_camera, s["k"], s["width"], s["height"])
+    scene = s["scene"]
+    rgb, _ = render(
+        scene, t_world_camera, s["k"], s["width"], s["height"], background_rgb=scene.background_rgb
+    )
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     if path.endswith(".png"):
         params = [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION]
@@ -1157,18 +1420,105 @@ def write_dataset(
 
     Returns the dataset folder.
     """
-    folder = Path(output)
-    workers = _check_count("workers", workers)
-    if image_format not in IMAGE_FORMATS:
-        raise SyntheticSceneError(
-            f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}"
-        )
     if set(trajectories) != {"train", "test"}:
         raise SyntheticSceneError(
             "trajectories must have exactly the splits 'train' and 'test', got"
             f" {sorted(trajectories)}"
         )
-    fingerprint = _fingerprint(scene, trajectories, camera, image_format)
+    names = {
+        split: [f"{split}_{i:05d}.{image_format}" for i in range(len(traj))]
+        for split, traj in trajectories.items()
+    }
+    return _write_splits(
+        Path(output),
+        scene,
+        trajectories,
+        names,
+        camera,
+        fingerprint_extra={},
+        rate_hz=_rate_of(trajectories["train"]),
+        workers=workers,
+        image_format=image_format,
+        overwrite=overwrite,
+        progress=progress,
+        extra_parameters=extra_parameters,
+    )
+
+
+def write_drive_dataset(
+    output: str | Path,
+    scene: Scene,
+    drive: Trajectory,
+    camera: PinholeCamera,
+    *,
+    test_every: int = 4,
+    workers: int = 2,
+    image_format: str = "png",
+    overwrite: bool = False,
+    progress: bool = True,
+    extra_parameters: dict | None = None,
+) -> Path:
+    """Render a drive (:func:`make_drive`) as one sequence and split it by frame.
+
+    Every frame is ``images/frame_NNNNNN.<ext>`` (its index in the drive), so ``images/`` is the
+    whole recording in order, as ``posenet_train.sfm`` takes an image folder; every
+    ``test_every``-th frame (:func:`drive_test_indices`) is in the test split, the others in the
+    training split. Otherwise as :func:`write_dataset` (reuse, overwrite, markers).
+    """
+    test = set(drive_test_indices(len(drive), test_every))
+    indices = {
+        "train": [i for i in range(len(drive)) if i not in test],
+        "test": sorted(test),
+    }
+    trajectories = {
+        split: Trajectory(drive.timestamps_s[idx], drive.positions_m[idx], drive.quats_wxyz[idx])
+        for split, idx in indices.items()
+    }
+    names = {
+        split: [f"frame_{i:06d}.{image_format}" for i in idx] for split, idx in indices.items()
+    }
+    return _write_splits(
+        Path(output),
+        scene,
+        trajectories,
+        names,
+        camera,
+        fingerprint_extra={
+            "scene_kind": scene.kind,
+            "background_rgb": list(scene.background_rgb),
+            "drive_frames": len(drive),
+            "test_every": int(test_every),
+        },
+        rate_hz=_rate_of(drive),
+        workers=workers,
+        image_format=image_format,
+        overwrite=overwrite,
+        progress=progress,
+        extra_parameters=extra_parameters,
+    )
+
+
+def _write_splits(
+    folder: Path,
+    scene: Scene,
+    trajectories: dict[str, Trajectory],
+    names: dict[str, list[str]],
+    camera: PinholeCamera,
+    *,
+    fingerprint_extra: dict,
+    rate_hz: float | None,
+    workers: int,
+    image_format: str,
+    overwrite: bool,
+    progress: bool,
+    extra_parameters: dict | None,
+) -> Path:
+    workers = _check_count("workers", workers)
+    if image_format not in IMAGE_FORMATS:
+        raise SyntheticSceneError(
+            f"image_format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}"
+        )
+    fingerprint = _fingerprint(scene, trajectories, camera, image_format) | fingerprint_extra
     if _prepare_folder(folder, fingerprint, overwrite):
         return folder
     images_dir = folder / "images"
@@ -1178,7 +1528,7 @@ def write_dataset(
     jobs: list[tuple[str, np.ndarray]] = []
     for split in ("train", "test"):
         traj = trajectories[split]
-        paths[split] = [images_dir / f"{split}_{i:05d}.{image_format}" for i in range(len(traj))]
+        paths[split] = [images_dir / name for name in names[split]]
         jobs += [(str(p), traj.T_world_camera(i)) for i, p in enumerate(paths[split])]
     _render_jobs(jobs, scene, camera, workers, progress)
 
@@ -1198,7 +1548,7 @@ def write_dataset(
         "pose_convention": "T_world_camera: camera centre in the world, camera-to-world rotation,"
         " optical camera axes (x right, y down, z forward); dataset_*.txt are Cambridge Landmarks"
         " (centre + world-to-camera quaternion), poses_*.csv are T_world_camera (wxyz)",
-        "rate_hz": _rate_of(trajectories["train"]),
+        "rate_hz": rate_hz,
         "parameters": extra_parameters or {},
         "fingerprint": fingerprint,
         "scene": scene.describe(),
@@ -1255,14 +1605,26 @@ def _render_jobs(
 # Command line
 
 
+SCENES = ("room", "drive")
+#: Defaults of :func:`main` that depend on the scene (None there means "this one").
+SCENE_DEFAULTS = {
+    "room": {"train_frames": 600, "test_frames": 150, "width": 640, "height": 480},
+    "drive": {"frames": 51, "spacing_m": 1.2, "test_every": 4, "width": 960, "height": 320},
+}
+
+
 def main(
     output: str | Path,
     *,
+    scene: str = "room",
     seed: int = 0,
-    train_frames: int = 600,
-    test_frames: int = 150,
-    width: int = 640,
-    height: int = 480,
+    train_frames: int | None = None,
+    test_frames: int | None = None,
+    frames: int | None = None,
+    spacing_m: float | None = None,
+    test_every: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
     focal_px: float | None = None,
     rate_hz: float = 10.0,
     workers: int = 2,
@@ -1270,33 +1632,95 @@ def main(
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Build the scene from ``seed``, make the trajectories and write the dataset to ``output``.
+    """Build a scene from ``seed``, make its camera path and write the dataset to ``output``.
+
+    ``scene="room"`` (default): the textured room, ``train_frames`` (600) on sixteen woven
+    loops and ``test_frames`` (150) on a separate loop, 640x480, focal length 500 px at 640 px.
+    ``scene="drive"``: a forward drive down a street (:func:`make_drive`), ``frames`` (51)
+    frames ``spacing_m`` (1.2 m) apart, every ``test_every``-th (4th) held out as the test
+    split, 960x320 (3:1), focal length for a 90° horizontal field of view.
+    Options of the other scene are refused. Options left at None take :data:`SCENE_DEFAULTS`.
 
     Returns the dataset folder (reused as it is when it already holds this exact dataset).
     Raises SyntheticSceneError for bad parameters or an output folder it must not write into.
     """
-    _check_count("train_frames", train_frames)
-    _check_count("test_frames", test_frames)
-    _check_count("workers", workers)
-    camera = PinholeCamera.default(width, height, focal_px)
-    rate = _check_rate(rate_hz)
-    scene = build_scene(seed)
-    trajectories = make_trajectories(scene, train_frames, test_frames, rate_hz=rate)
-    parameters = {
-        "seed": seed,
+    if scene not in SCENES:
+        raise SyntheticSceneError(f"scene must be one of {', '.join(SCENES)}, got {scene!r}")
+    given = {
         "train_frames": train_frames,
         "test_frames": test_frames,
-        "width": width,
-        "height": height,
-        "focal_px": camera.fx,
-        "rate_hz": rate,
-        "image_format": image_format,
+        "frames": frames,
+        "spacing_m": spacing_m,
+        "test_every": test_every,
     }
-    return write_dataset(
+    foreign = [k for k, v in given.items() if v is not None and k not in SCENE_DEFAULTS[scene]]
+    if foreign:
+        raise SyntheticSceneError(
+            f"{', '.join(foreign)} do(es) not apply to the {scene} scene (room: train_frames,"
+            " test_frames; drive: frames, spacing_m, test_every)"
+        )
+    values = {**SCENE_DEFAULTS[scene], **{k: v for k, v in given.items() if v is not None}}
+    width = values["width"] if width is None else width
+    height = values["height"] if height is None else height
+    _check_count("workers", workers)
+    rate = _check_rate(rate_hz)
+    parameters: dict = {"scene": scene, "seed": seed}
+    if scene == "room":
+        _check_count("train_frames", values["train_frames"])
+        _check_count("test_frames", values["test_frames"])
+        camera = PinholeCamera.default(width, height, focal_px)
+        built = build_scene(seed)
+        trajectories = make_trajectories(
+            built, values["train_frames"], values["test_frames"], rate_hz=rate
+        )
+    else:
+        count = _check_count("frames", values["frames"], 2)
+        drive_test_indices(count, values["test_every"])
+        spacing = _check_spacing(values["spacing_m"])
+        if focal_px is None:
+            _check_image_size(width, height)
+            focal_px = width / 2.0 / math.tan(math.radians(DRIVE_HFOV_DEG) / 2.0)
+        camera = PinholeCamera.default(width, height, focal_px)
+        if drive_length_m(count, spacing) > 2000.0 - STREET_AHEAD_M:
+            raise SyntheticSceneError(
+                f"a drive of {count} frames {spacing} m apart is"
+                f" {drive_length_m(count, spacing):.0f} m long; at most"
+                f" {2000.0 - STREET_AHEAD_M:.0f} m are supported"
+            )
+        built = street_for_drive(seed, count, spacing)
+        drive = make_drive(built, count, spacing, rate_hz=rate)
+    parameters.update(
+        {k: values[k] for k in SCENE_DEFAULTS[scene] if k not in ("width", "height")}
+    )
+    parameters.update(
+        {
+            "width": width,
+            "height": height,
+            "focal_px": camera.fx,
+            "rate_hz": rate,
+            "image_format": image_format,
+        }
+    )
+    if scene == "room":
+        # The room's parameters stay as they were before scenes existed (scene.json only).
+        parameters.pop("scene")
+        return write_dataset(
+            output,
+            built,
+            trajectories,
+            camera,
+            workers=workers,
+            image_format=image_format,
+            overwrite=overwrite,
+            progress=progress,
+            extra_parameters=parameters,
+        )
+    return write_drive_dataset(
         output,
-        scene,
-        trajectories,
+        built,
+        drive,
         camera,
+        test_every=values["test_every"],
         workers=workers,
         image_format=image_format,
         overwrite=overwrite,
@@ -1309,33 +1733,65 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m posenet_train.synthetic``."""
     parser = argparse.ArgumentParser(
         prog="python -m posenet_train.synthetic",
-        description="Render the embedded textured room from known poses and write it as a "
-        "Cambridge Landmarks dataset (plus intrinsics.json, poses_*.csv and scene.json).",
+        description="Render an embedded scene from known poses and write it as a Cambridge"
+        " Landmarks dataset (plus intrinsics.json, poses_*.csv and scene.json): the textured"
+        " room (--scene room) or a forward drive down a street with a wide camera (--scene"
+        " drive).",
     )
     parser.add_argument("--output", required=True, type=Path, help="dataset folder to write")
     parser.add_argument(
+        "--scene",
+        choices=SCENES,
+        default="room",
+        help="room: camera loops in a textured room (default); drive: a camera driving"
+        " straight down a street, every --test-every-th frame held out",
+    )
+    parser.add_argument(
         "--seed", type=int_at_least(0), default=0, help="scene and jitter seed (default 0)"
     )
+    room, drive = SCENE_DEFAULTS["room"], SCENE_DEFAULTS["drive"]
     parser.add_argument(
         "--train-frames",
         type=int_at_least(1),
-        default=600,
-        help="training images, shared by 16 camera loops (default 600)",
+        help=f"room: training images, shared by 16 camera loops (default {room['train_frames']})",
     )
     parser.add_argument(
-        "--test-frames", type=int_at_least(1), default=150, help="test images (default 150)"
+        "--test-frames",
+        type=int_at_least(1),
+        help=f"room: test images (default {room['test_frames']})",
     )
     parser.add_argument(
-        "--width", type=int_at_least(1), default=640, help="image width in pixels (default 640)"
+        "--frames",
+        type=int_at_least(2),
+        help=f"drive: frames in the whole drive, train and test (default {drive['frames']})",
     )
     parser.add_argument(
-        "--height", type=int_at_least(1), default=480, help="image height in pixels (default 480)"
+        "--spacing-m",
+        type=positive_float,
+        help=f"drive: distance between consecutive frames in metres (default"
+        f" {drive['spacing_m']})",
+    )
+    parser.add_argument(
+        "--test-every",
+        type=int_at_least(2),
+        help=f"drive: hold out every N-th frame as the test split (default {drive['test_every']})",
+    )
+    parser.add_argument(
+        "--width",
+        type=int_at_least(1),
+        help=f"image width in pixels (default: room {room['width']}, drive {drive['width']})",
+    )
+    parser.add_argument(
+        "--height",
+        type=int_at_least(1),
+        help=f"image height in pixels (default: room {room['height']}, drive {drive['height']})",
     )
     parser.add_argument(
         "--focal-px",
         type=positive_float,
         default=None,
-        help="focal length fx = fy in pixels (default 500 * width / 640)",
+        help="focal length fx = fy in pixels (default: room 500 * width / 640, drive a 90°"
+        " horizontal field of view, width / 2)",
     )
     parser.add_argument(
         "--rate-hz",

@@ -1,10 +1,21 @@
 """Train a pose regressor on a dataset split and write checkpoints, a CSV log and TensorBoard logs.
 
-Example (CPU, a few minutes per epoch for GoogLeNet at 224x224)::
+Example (EfficientNet-Lite0 with ImageNet weights, the defaults' network)::
 
-    python -m posenet_train.train --dataset ../shared/datasets/middlebury_dino \\
-        --output runs/dino --model posenet-efficientnet-lite0 --epochs 30 --batch-size 16 \\
-        --resize 128 --crop 112
+    python -m posenet_train.train --dataset ../shared/datasets/middlebury_dino --output runs/dino
+
+The network input follows the dataset's camera unless ``--resize``/``--crop`` are given
+(:mod:`posenet_train.input_geometry`): the whole frame at shorter side 128, the long side by the
+aspect ratio (dino's 640x480 -> 128x168, a 960x320 camera -> 128x384), or a square crop when the
+set holds both portrait and landscape images. A crop that does not fit an image is refused
+before training, naming the ``--resize`` that would fit.
+
+The schedule is counted in optimizer steps, not epochs: unless ``--batch-size`` is given, the
+batch is the largest (4..16) that makes at least ``--min-steps-per-epoch`` (8) steps per epoch,
+and unless ``--epochs`` is given the run lasts enough epochs for ``--steps`` (2500) optimizer
+steps, and at least ``--min-epochs`` (30). 273 training images train at batch 16 for 148 epochs,
+39 at batch 4 for 278 epochs (rather than 150 steps of one 32-image batch per epoch), 4800 at
+batch 16 for 30 epochs. The derived schedule is printed at the start.
 
 What ends up in ``--output``:
 
@@ -63,6 +74,7 @@ from posenet_core.cli import (
     run_main,
 )
 from posenet_core.metrics import pose_errors
+from posenet_train import input_geometry
 from posenet_train.checkpoint import load_checkpoint, save_checkpoint
 from posenet_train.data import PoseDataset, position_stats, seed_worker
 from posenet_train.datasets import load_split, parse_dataset_spec
@@ -71,7 +83,19 @@ from posenet_train.evaluate import summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
 
-__all__ = ["DEFAULTS", "OPTIMIZERS", "LR_SCHEDULES", "build_parser", "cli", "main"]
+__all__ = [
+    "AUTO_BATCH_MAX",
+    "AUTO_BATCH_MIN",
+    "DEFAULTS",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "VALIDATIONS_PER_RUN",
+    "build_parser",
+    "cli",
+    "describe_schedule",
+    "main",
+    "steps_per_epoch",
+]
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("step", "cosine", "none")
@@ -79,30 +103,33 @@ LR_SCHEDULES = ("step", "cosine", "none")
 #: Defaults of the options that describe a run (None in main() means "this default", or the
 #: resumed run's value).
 DEFAULTS: dict[str, Any] = {
-    "model": "posenet-googlenet",
+    "model": "posenet-efficientnet-lite0",
     "pretrained": "auto",
-    "batch_size": 32,
-    "lr": 1e-4,
+    "batch_size": None,  # derived: see _resolve_schedule
+    "lr": 3e-4,
     "optimizer": "adam",
     "momentum": 0.9,
     "weight_decay": 0.0,
-    "lr_schedule": "step",
+    "lr_schedule": "cosine",
     "lr_step_size": 50,
     "lr_gamma": 0.1,
     "loss": "posenet",
-    "beta": 3.0,
+    "beta": 1.0,
     "loss_norm": None,
     "color_jitter": 0.0,
     "max_shift": None,
-    "resize": 256,
-    "crop": (224, 224),
+    "resize": None,  # derived from the dataset's image sizes: see _resolve_input_geometry
+    "crop": None,
     "seed": 0,
     "freeze_backbone_epochs": 0,
     "frozen_blocks": 0,
     "channels_last": False,
     "model_kwargs": {},
-    "epochs": 100,
-    "val_every": 1,
+    "epochs": None,  # derived: see _resolve_schedule
+    "steps": 2500,
+    "min_steps_per_epoch": 8,
+    "min_epochs": 30,
+    "val_every": None,  # derived: about VALIDATIONS_PER_RUN validations
     "workers": 0,
     "threads": None,
     "max_steps": None,
@@ -111,7 +138,14 @@ DEFAULTS: dict[str, Any] = {
 #: Options of one invocation, never taken from a resumed run.
 _PER_INVOCATION = ("workers", "threads", "max_steps", "device", "channels_last")
 #: Options that may differ when a run is resumed (None: keep the run's value).
-_RESUME_OVERRIDABLE = ("epochs", "val_every", *_PER_INVOCATION)
+_RESUME_OVERRIDABLE = ("epochs", "steps", "val_every", *_PER_INVOCATION)
+#: The batch size the schedule derives is at most this (what the dino recipe was measured
+#: with) and at least this (smaller batches make batch-norm statistics too noisy).
+AUTO_BATCH_MAX = 16
+AUTO_BATCH_MIN = 4
+#: Validations in a run whose --val-every is not given (a 300-epoch run of a small set must not
+#: spend its time validating every epoch).
+VALIDATIONS_PER_RUN = 30
 _OUTPUT_FILES = ("last.pt", "best.pt", "log.csv", "config.json")
 _CSV_FIELDS = (
     "epoch",
@@ -241,10 +275,19 @@ def _check_options(cfg: dict[str, Any]) -> None:
                 f"{key} {cfg[key]!r} is not allowed; expected one of "
                 f"{', '.join(str(a) for a in allowed if a is not None)}"
             )
-    positive = ("epochs", "batch_size", "lr", "lr_step_size", "resize", "beta")
+    positive = ("lr", "lr_step_size", "resize", "beta")
     for key in positive:
+        if cfg[key] is None and key == "resize":
+            continue  # derived from the data
         if not cfg[key] > 0:
             raise PoseNetTrainError(f"{key} must be > 0, got {cfg[key]!r}")
+    # None: derived from the data (_resolve_schedule).
+    for key in ("epochs", "batch_size", "steps", "min_steps_per_epoch", "min_epochs"):
+        value = cfg[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value <= 0
+        ):
+            raise PoseNetTrainError(f"{key} must be a positive integer, got {value!r}")
     non_negative = (
         "momentum",
         "weight_decay",
@@ -254,13 +297,13 @@ def _check_options(cfg: dict[str, Any]) -> None:
         "frozen_blocks",
     )
     for key in non_negative:
-        if cfg[key] < 0:
+        if cfg[key] is not None and cfg[key] < 0:
             raise PoseNetTrainError(f"{key} must be >= 0, got {cfg[key]!r}")
     if not 0.0 < cfg["lr_gamma"] <= 1.0:
         raise PoseNetTrainError(f"lr_gamma must be in (0, 1], got {cfg['lr_gamma']!r}")
     if not 0.0 <= cfg["color_jitter"] < 1.0:
         raise PoseNetTrainError(f"color_jitter must be in [0, 1), got {cfg['color_jitter']!r}")
-    if cfg["resize"] < min(cfg["crop"]):
+    if cfg["resize"] is not None and cfg["crop"] is not None and cfg["resize"] < min(cfg["crop"]):
         raise PoseNetTrainError(
             f"resize {cfg['resize']} must be >= the crop's shorter side "
             f"{cfg['crop'][0]},{cfg['crop'][1]} (the centre crop is cut from the image resized "
@@ -272,6 +315,130 @@ def _check_options(cfg: dict[str, Any]) -> None:
         raise PoseNetTrainError(f"max_steps must be > 0, got {cfg['max_steps']!r}")
     if cfg["threads"] is not None and cfg["threads"] <= 0:
         raise PoseNetTrainError(f"threads must be > 0, got {cfg['threads']!r}")
+
+
+def _check_schedule_request(requested: dict[str, Any]) -> None:
+    """Refuse options that would each decide the same number (the user gave both)."""
+    pairs = (
+        ("epochs", "steps", "--epochs sets the length directly; --steps derives it"),
+        ("epochs", "min_epochs", "--min-epochs bounds only a length derived from --steps"),
+        (
+            "batch_size",
+            "min_steps_per_epoch",
+            "--min-steps-per-epoch only bounds a derived batch size",
+        ),
+    )
+    for first, second, why in pairs:
+        if requested.get(first) is not None and requested.get(second) is not None:
+            raise PoseNetTrainError(
+                f"give {first} or {second}, not both ({why}): got {first}={requested[first]!r}"
+                f" and {second}={requested[second]!r}"
+            )
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch of ``images`` (per process) at ``batch_size``: the trainer
+    drops the last incomplete batch unless the set is smaller than one batch."""
+    return images // batch_size if images >= batch_size else 1
+
+
+def _resolve_schedule(cfg: dict[str, Any], images: int) -> dict[str, Any]:
+    """Fill in a derived batch size and number of epochs; return the schedule.
+
+    Batch size (when not given): the largest that still makes ``min_steps_per_epoch`` steps per
+    epoch, within ``AUTO_BATCH_MIN..AUTO_BATCH_MAX``: 273 images train at batch 16 (17 steps per
+    epoch), 39 at batch 4 (9 steps), instead of one step of 32 per epoch. Epochs (when not
+    given): enough for ``steps`` optimizer steps, and at least ``min_epochs`` passes over a large
+    set. ``images`` is the training images per process.
+    """
+    if images < 1:
+        raise PoseNetTrainError("the training split holds no images")
+    derived = []
+    if cfg["batch_size"] is None:
+        per_epoch = cfg["min_steps_per_epoch"] or DEFAULTS["min_steps_per_epoch"]
+        cfg["batch_size"] = int(
+            min(AUTO_BATCH_MAX, max(AUTO_BATCH_MIN, images // per_epoch), images)
+        )
+        derived.append("batch_size")
+    per_epoch = steps_per_epoch(images, cfg["batch_size"])
+    if cfg["epochs"] is None:
+        steps = cfg["steps"] or DEFAULTS["steps"]
+        min_epochs = cfg["min_epochs"] or DEFAULTS["min_epochs"]
+        cfg["epochs"] = int(max(min_epochs, math.ceil(steps / per_epoch)))
+        derived.append("epochs")
+    if cfg["val_every"] is None:
+        cfg["val_every"] = max(1, math.ceil(cfg["epochs"] / VALIDATIONS_PER_RUN))
+        derived.append("val_every")
+    return {
+        "images": int(images),
+        "batch_size": int(cfg["batch_size"]),
+        "steps_per_epoch": int(per_epoch),
+        "epochs": int(cfg["epochs"]),
+        "total_steps": int(per_epoch * cfg["epochs"]),
+        "val_every": int(cfg["val_every"]),
+        "derived": derived,
+    }
+
+
+def describe_schedule(schedule: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """One line that says what the run will do and where each number came from."""
+    batch_note = (
+        f" (derived: >= {cfg['min_steps_per_epoch'] or DEFAULTS['min_steps_per_epoch']} steps"
+        f" per epoch, {AUTO_BATCH_MIN}..{AUTO_BATCH_MAX})"
+        if "batch_size" in schedule["derived"]
+        else " (given)"
+    )
+    if "epochs" in schedule["derived"]:
+        epochs_note = (
+            f" (derived: {cfg['steps'] or DEFAULTS['steps']} steps, at least"
+            f" {cfg['min_epochs'] or DEFAULTS['min_epochs']} epochs)"
+        )
+    else:
+        epochs_note = " (given)"
+    return (
+        f"schedule: {schedule['images']} training images, batch {schedule['batch_size']}"
+        f"{batch_note}, {schedule['steps_per_epoch']} steps per epoch, {schedule['epochs']}"
+        f" epochs{epochs_note} = {schedule['total_steps']} optimizer steps; validation every"
+        f" {schedule['val_every']} epochs"
+    )
+
+
+def _resolve_input_geometry(
+    cfg: dict[str, Any], train_records: list, val_records: list
+) -> str | None:
+    """Fill in ``resize`` and ``crop`` from the dataset's image sizes where not given, and check
+    that the crop fits every image; return the line that says what was chosen (None when both
+    were given and fit).
+
+    Neither given: :func:`posenet_train.input_geometry.choose_input_geometry` (the whole frame
+    at shorter side 128; both orientations: a square crop). Only ``resize``: the whole frame at
+    that shorter side. Only ``crop``: the smallest resize that fits it in every image. A crop
+    that does not fit raises PoseNetTrainError naming the ``--resize`` that would.
+    """
+    records = list(train_records) + list(val_records)
+    sizes = {input_geometry.image_size_hw(r.image_path) for r in records}
+    given_resize, given_crop = cfg["resize"], cfg["crop"]
+    note = None
+    if given_crop is None:
+        chosen = input_geometry.choose_input_geometry(
+            sizes, short_side=given_resize or input_geometry.DEFAULT_SHORT_SIDE
+        )
+        cfg["crop"] = chosen.crop_hw
+        cfg["resize"] = given_resize or chosen.resize
+        note = (
+            f"input: resize {cfg['resize']}, crop {cfg['crop'][0]}x{cfg['crop'][1]} (derived:"
+            f" {chosen.reason}); --resize/--crop set it by hand"
+        )
+    elif given_resize is None:
+        fits = input_geometry.resize_that_fits(sizes, given_crop)
+        cfg["resize"] = fits if fits is not None else max(given_crop)
+        note = (
+            f"input: resize {cfg['resize']} (derived: the smallest that fits crop "
+            f"{given_crop[0]}x{given_crop[1]} in every image), crop {given_crop[0]}x"
+            f"{given_crop[1]}"
+        )
+    input_geometry.check_fits(sizes, cfg["resize"], cfg["crop"])
+    return note
 
 
 def _build_optimizer(
@@ -426,15 +593,25 @@ def main(
     channels_last: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     device: str | None = None,
+    steps: int | None = None,
+    min_steps_per_epoch: int | None = None,
+    min_epochs: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a model; see the module docstring. Returns a summary dict.
 
     Options left at None take :data:`DEFAULTS` for a new run, or the resumed run's values.
+    The schedule is counted in optimizer steps: unless ``batch_size`` is given it is the largest
+    (4..16) that makes ``min_steps_per_epoch`` steps per epoch on this training set, and unless
+    ``epochs`` is given they are enough for ``steps`` optimizer steps and at least
+    ``min_epochs`` (giving both of a pair is an error); the derived schedule is printed at the
+    start and recorded in the checkpoint (``extra["schedule"]``). On resume ``steps`` (like
+    ``epochs``) may grow the run.
     ``pretrained``: "auto" (the model's default: "imagenet" for EfficientNet-Lite0, none for
     GoogLeNet), "none", "imagenet" or a weights file. ``resume``: a checkpoint path or "auto"
     (``output/last.pt`` if it exists, else a new run). ``val_every``: validate on the test
-    split every N epochs and after the last (0: never; then best.pt is not written).
+    split every N epochs and after the last (0: never; then best.pt is not written; None: about
+    ``VALIDATIONS_PER_RUN`` times in the run).
     ``max_steps``: stop after this many optimizer steps (smoke tests; the partial epoch counts
     as finished). ``model_kwargs``: extra constructor arguments of the model (e.g.
     ``{"dropout": 0.2}``), recorded in the checkpoint's ``model_args``.
@@ -478,6 +655,9 @@ def main(
             "channels_last": bool(channels_last),
             "model_kwargs": None if model_kwargs is None else dict(model_kwargs),
             "device": device,
+            "steps": steps,
+            "min_steps_per_epoch": min_steps_per_epoch,
+            "min_epochs": min_epochs,
         }
         return _train(requested, output, resume, overwrite, progress, ddp)
     finally:
@@ -495,33 +675,38 @@ def _train(
     progress: bool,
     ddp: _Dist,
 ) -> dict[str, Any]:
+    _check_schedule_request(requested)
     resume_path = _prepare_output(output, None if resume is None else str(resume), overwrite)
     ckpt = load_checkpoint(resume_path) if resume_path is not None else None
+    saved = None
     if ckpt is not None:
         saved = ckpt["extra"].get("config")
         if not isinstance(saved, dict):
             raise CheckpointError(f"{resume_path} records no training options; cannot resume")
         cfg = _merge_resumed_config(requested, saved, resume_path)
-        cfg.setdefault("frozen_blocks", 0)  # runs from before the option existed
+        # Runs from before these options existed.
+        cfg.setdefault("frozen_blocks", 0)
+        for key in ("steps", "min_steps_per_epoch", "min_epochs"):
+            cfg.setdefault(key, None)
         cfg["crop"] = tuple(cfg["crop"])
-        if cfg["lr_schedule"] == "cosine" and cfg["epochs"] != saved["epochs"] and ddp.is_main:
-            print(
-                f"warning: the cosine schedule of {resume_path} was planned for "
-                f"{saved['epochs']} epochs and continues unchanged (past its end the lr rises "
-                "again); prefer a new run, or the step schedule, to train longer",
-                file=sys.stderr,
-            )
+        if requested["steps"] is not None and requested["epochs"] is None:
+            cfg["epochs"] = None  # derive from the new step budget, at the run's batch size
     else:
         if requested["dataset"] is None:
             raise PoseNetTrainError("--dataset is required for a new run")
         cfg = {k: (DEFAULTS.get(k) if v is None else v) for k, v in requested.items()}
         cfg["dataset"] = _absolute_dataset(cfg["dataset"])
-        cfg["crop"] = _parse_crop(cfg["crop"])
+        cfg["crop"] = None if cfg["crop"] is None else _parse_crop(cfg["crop"])
         cfg["model_kwargs"] = dict(cfg["model_kwargs"])
         if cfg["pretrained"] in ("auto", None) and cfg["model"] in MODEL_NAMES:
             cfg["pretrained"] = default_pretrained(cfg["model"])
         if cfg["pretrained"] == "none":
             cfg["pretrained"] = None
+        # Record only the schedule options that decide something in this run.
+        if requested["epochs"] is not None:
+            cfg["steps"] = cfg["min_epochs"] = None
+        if requested["batch_size"] is not None:
+            cfg["min_steps_per_epoch"] = None
     _check_options(cfg)
 
     if cfg["threads"] is not None:
@@ -540,7 +725,27 @@ def _train(
 
     # Data.
     train_records = load_split(cfg["dataset"], "train")
-    val_records = load_split(cfg["dataset"], "test") if cfg["val_every"] > 0 else []
+    val_records = load_split(cfg["dataset"], "test") if cfg["val_every"] != 0 else []
+    geometry_note = _resolve_input_geometry(cfg, train_records, val_records)
+    if ddp.is_main and geometry_note:
+        print(geometry_note, file=sys.stderr, flush=True)
+    schedule = _resolve_schedule(cfg, math.ceil(len(train_records) / ddp.world_size))
+    if ddp.is_main:
+        print(describe_schedule(schedule, cfg), file=sys.stderr, flush=True)
+    if (
+        saved is not None
+        and cfg["lr_schedule"] == "cosine"
+        and cfg["epochs"] != saved["epochs"]
+        and ddp.is_main
+    ):
+        print(
+            f"warning: the cosine schedule of {resume_path} was planned for "
+            f"{saved['epochs']} epochs and continues unchanged (past its end the lr rises "
+            "again); prefer a new run, or the step schedule, to train longer",
+            file=sys.stderr,
+        )
+    if cfg["val_every"] == 0:
+        val_records = []
     train_set = PoseDataset(
         train_records,
         resize_shorter=cfg["resize"],
@@ -673,6 +878,7 @@ def _train(
             "crop": list(cfg["crop"]),
             "model_args": model_args,
             "world_size": ddp.world_size,
+            "schedule": schedule,
         }
         (output / "config.json").write_text(json.dumps(config_json, indent=2) + "\n")
         if not csv_path.exists():
@@ -773,6 +979,7 @@ def _train(
                     "last_val": last_val,
                     "val": val_summary,
                     "rng": rng_all,
+                    "schedule": schedule,
                 }
                 state = {
                     "model": net,
@@ -977,9 +1184,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--pretrained",
         help="backbone weights: auto (the model's default), none, imagenet, or a weights file",
     )
-    p.add_argument("--epochs", type=positive_int, help="epochs to train in total (100)")
     p.add_argument(
-        "--batch-size", type=positive_int, help=f"images per step and process ({d['batch_size']})"
+        "--epochs",
+        type=positive_int,
+        help="epochs to train in total (default: derived from --steps and --min-epochs)",
+    )
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        help=f"optimizer steps to train for when --epochs is not given: the run lasts enough "
+        f"whole epochs for them, at least --min-epochs ({d['steps']})",
+    )
+    p.add_argument(
+        "--min-epochs",
+        type=positive_int,
+        help=f"with --steps, at least this many epochs on a large set ({d['min_epochs']})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"images per step and process (default: the largest, {AUTO_BATCH_MIN} to "
+        f"{AUTO_BATCH_MAX}, that makes --min-steps-per-epoch steps per epoch)",
+    )
+    p.add_argument(
+        "--min-steps-per-epoch",
+        type=positive_int,
+        help=f"steps per epoch the derived batch size aims for ({d['min_steps_per_epoch']}); a "
+        "small set then still takes many steps instead of one large batch per epoch",
     )
     p.add_argument("--lr", type=positive_float, help=f"learning rate ({d['lr']})")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help=f"optimizer ({d['optimizer']})")
@@ -1032,20 +1263,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resize",
         type=positive_int,
-        help=f"shorter image side before cropping, pixels ({d['resize']})",
+        help="shorter image side before cropping, pixels (default: derived from the data, with"
+        " --crop the smallest that fits it in every image, else 128)",
     )
     p.add_argument(
         "--crop",
         type=_crop_arg,
         help="network input size N or H,W: random crops in training, centre crop for "
-        "validation (224)",
+        "validation (default: derived from the dataset's image sizes - the whole frame at"
+        " shorter side 128, long side by the camera's aspect ratio; a square crop when the set"
+        " holds both portrait and landscape images)",
     )
     p.add_argument("--seed", type=int, help=f"random seed ({d['seed']})")
     p.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes (0)")
     p.add_argument(
         "--val-every",
         type=non_negative_int,
-        help="validate on the test split every N epochs and after the last; 0: never (1)",
+        help="validate on the test split every N epochs and after the last; 0: never (default: "
+        f"about {VALIDATIONS_PER_RUN} times per run)",
     )
     p.add_argument(
         "--threads",

@@ -773,6 +773,13 @@ def test_parse_extrinsic_rejects_bad_values(values, message):
         ({"overlap": 0}, "overlap"),
         ({"max_features": 10}, "max_features"),
         ({"num_threads": 0}, "num_threads"),
+        ({"init_min_tri_angle_deg": 0.0}, "init_min_tri_angle_deg"),
+        ({"init_min_tri_angle_deg": 90.0}, "init_min_tri_angle_deg"),
+        ({"init_min_tri_angle_deg": float("nan")}, "init_min_tri_angle_deg"),
+        ({"init_min_tri_angle_deg": "4"}, "init_min_tri_angle_deg"),
+        ({"init_max_forward_motion": 0.2}, "init_max_forward_motion"),
+        ({"init_max_forward_motion": 1.01}, "init_max_forward_motion"),
+        ({"init_max_forward_motion": True}, "init_max_forward_motion"),
     ],
 )
 def test_sfm_options_reject_bad_values(kwargs, message):
@@ -1045,6 +1052,10 @@ def test_cli_reuses_the_output_and_reports_errors(video_run, tmp_path, capsys):
         ["--test-fraction", "0"],
         ["--max-gap-s", "nan"],
         ["--input-kind", "dvd"],
+        ["--init-min-tri-angle", "0"],
+        ["--init-min-tri-angle", "steep"],
+        ["--init-max-forward-motion", "1.5"],
+        ["--init-max-forward-motion", "inf"],
     ],
 )
 def test_cli_rejects_malformed_arguments(tmp_path, extra, capsys):
@@ -1133,6 +1144,17 @@ def test_too_few_registered_frames_is_a_clear_error(tmp_path):
     report = json.loads((out / REPORT).read_text())
     assert report["reused_steps"] == ["frames", "features", "mapping"]
     assert report["sfm"]["registered_frames"] <= 10
+    # The first try left too few frames registered: COLMAP's own initialisation was tried too,
+    # and the better of the two kept.
+    attempts = report["sfm"]["mapping_attempts"]
+    assert [(a["init_min_tri_angle_deg"], a["init_max_forward_motion"]) for a in attempts] == [
+        (4.0, 1.0),
+        (16.0, 0.95),
+    ]
+    assert sum(a["kept"] for a in attempts) == 1
+    kept = next(a for a in attempts if a["kept"])
+    assert kept["model_sizes"][0] == max((a["model_sizes"] or [0])[0] for a in attempts)
+    assert not any(p.name.startswith("try") for p in (out / "sfm" / "models").iterdir())
     # Redoing a step redoes every later one, whatever their markers say.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SfmWarning)
@@ -1163,3 +1185,74 @@ def test_blank_frames_have_no_features(tmp_path):
         main(folder, out, reject_blur=False, **QUIET)
     _assert_not_complete(out)
     assert not (out / "sfm" / "database.db").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A robot driving forward (issue 15)
+
+# The rendered forward drive at a third of the benchmark's pixels (640x214, still 3:1): 51 frames
+# 1.2 m apart down the street, nearly pure forward motion. With COLMAP's own initialisation
+# (16°, forward motion refused) these frames give a model that drifts to 3-5 % of the path
+# (BENCHMARKS.md); at 480x160 that failure comes and goes with the SIFT run, so the test uses
+# this size.
+DRIVE = {"frames": 51, "spacing_m": 1.2, "width": 640, "height": 214}
+
+
+@pytest.fixture(scope="module")
+def drive_run(tmp_path_factory):
+    """The rendered forward drive -> SfM with defaults, intrinsics and the first-to-last
+    distance."""
+    from posenet_train import synthetic
+
+    root = tmp_path_factory.mktemp("drive")
+    dataset = synthetic.main(root / "street", scene="drive", workers=1, progress=False, **DRIVE)
+    truth = {}
+    rotations = {}
+    for split in ("train", "test"):
+        for record in load_split(dataset, split):
+            truth[record.image_path.name] = record.position_m
+            rotations[record.image_path.name] = quat_to_matrix(record.quat_wxyz)
+    names = sorted(truth)
+    distance = float(np.linalg.norm(truth[names[-1]] - truth[names[0]]))
+    kwargs = {
+        "intrinsics": dataset / "intrinsics.json",
+        "known_distance": ("0", str(DRIVE["frames"] - 1), distance),
+        **QUIET,
+    }
+    out = main(dataset / "images", root / "out", **kwargs)
+    path = float(np.linalg.norm(np.diff([truth[n] for n in names], axis=0), axis=1).sum())
+    return SimpleNamespace(
+        dataset=dataset, out=out, truth=truth, rotations=rotations, path=path, kwargs=kwargs
+    )
+
+
+def _drive_position_errors(out: Path, truth: dict) -> np.ndarray:
+    records = _records(out)
+    positions = np.array([r.position_m for r in records])
+    expected = np.array([truth[r.image_path.name] for r in records])
+    # Metric from the known distance; the SfM frame is arbitrary: rigid alignment only.
+    rigid = umeyama(positions, expected, with_scale=False)
+    return np.linalg.norm(rigid.apply_points(positions) - expected, axis=1)
+
+
+def test_forward_drive_reconstructs_with_defaults(drive_run):
+    report = json.loads((drive_run.out / REPORT).read_text())
+    assert report["sfm"]["registered_frames"] == DRIVE["frames"]
+    assert report["sfm"]["mapping_attempts"][0]["kept"]  # no fallback needed
+    assert report["sfm"]["cameras"][0]["model"] == "PINHOLE"
+    assert drive_run.path == pytest.approx(60.0, rel=0.01)
+    errors = _drive_position_errors(drive_run.out, drive_run.truth)
+    assert np.median(errors) <= 0.01 * drive_run.path
+    # Frame-to-frame rotations (free of any alignment, which a straight path leaves loose about
+    # its own axis): main before issue 15 registered all 51 frames of this drive at 0.49 % of
+    # the path, but started from a wrong pair and turned some frames by up to 17 deg.
+    records = sorted(_records(drive_run.out), key=lambda r: r.image_path.name)
+    estimated = [quat_to_matrix(r.quat_wxyz) for r in records]
+    expected = [drive_run.rotations[r.image_path.name] for r in records]
+
+    def relative(rotations):
+        pairs = zip(rotations[:-1], rotations[1:], strict=True)
+        return np.array([matrix_to_quat(a.T @ b) for a, b in pairs])
+
+    relative_errors = rotation_error_deg(relative(estimated), relative(expected))
+    assert np.max(relative_errors) <= 1.0

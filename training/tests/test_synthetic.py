@@ -553,3 +553,174 @@ def test_errors_are_project_errors():
     assert issubclass(SyntheticSceneError, PoseNetTrainError)
     with pytest.raises(SyntheticSceneError, match="room_size_m"):
         build_scene(0, room_size_m=(5.0, 6.0, 3.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The street and the forward drive (issue 15)
+
+DRIVE_SMALL = {"scene": "drive", "frames": 9, "width": 96, "height": 32, **{"workers": 1}}
+
+
+@pytest.fixture(scope="module")
+def street() -> Scene:
+    return synthetic.street_for_drive(0, 51, 1.2)
+
+
+def test_drive_goes_straight_ahead_in_its_lane_clear_of_everything(street):
+    drive = synthetic.make_drive(street, 51, 1.2, rate_hz=10.0)
+    assert len(drive) == 51
+    np.testing.assert_allclose(np.diff(drive.timestamps_s), 0.1)
+    step = np.diff(drive.positions_m, axis=0)
+    np.testing.assert_allclose(step[:, 0], 1.2, atol=1e-12)
+    assert np.abs(step[:, 1:]).max() < 0.05  # little sideways or vertical motion
+    path = float(np.linalg.norm(step, axis=1).sum())
+    assert path == pytest.approx(60.0, rel=1e-3)
+    axes = np.stack([drive.T_world_camera(i)[:3, 2] for i in range(len(drive))])
+    # Looking ahead along the street: within 2° of +x.
+    assert np.degrees(np.arccos(np.clip(axes[:, 0], -1, 1))).max() < 2.0
+    half_width = street.room_size_m[1] / 2.0
+    assert np.all(np.abs(drive.positions_m[:, 1]) < half_width - 3.0)
+    assert np.all(np.abs(drive.positions_m[:, 2] - 1.45) < 0.05)
+    margin = 0.5
+    for lo, hi in street.obstacles_m:
+        inside = np.all(
+            (drive.positions_m > np.array(lo) - margin)
+            & (drive.positions_m < np.array(hi) + margin),
+            axis=1,
+        )
+        assert not inside.any(), f"the drive comes within {margin} m of obstacle {lo}-{hi}"
+    again = synthetic.make_drive(synthetic.street_for_drive(0, 51, 1.2), 51, 1.2)
+    assert again.digest() == drive.digest()
+    other = synthetic.make_drive(synthetic.street_for_drive(1, 51, 1.2), 51, 1.2)
+    assert other.digest() != drive.digest()
+
+
+def test_drive_sees_facades_and_ground_and_sky_only_above(street):
+    drive = synthetic.make_drive(street, 51, 1.2)
+    camera = PinholeCamera.default(240, 80, 120.0)  # 90° horizontal field of view
+    for i in (0, 25, 50):
+        rgb, depth = render(
+            street, drive.T_world_camera(i), camera.K, 240, 80, background_rgb=(1, 2, 3)
+        )
+        hit = np.isfinite(depth)
+        assert depth[hit].min() > 1.0  # nothing closer than the parked cars beside the lane
+        # The lower half is road, cars and facades everywhere; sky only shows above.
+        assert hit[40:].all()
+        assert (rgb[~hit] == (1, 2, 3)).all() and not hit[:10, 100:140].all()
+        assert (
+            len(
+                {
+                    street.faces[f].name.split("_")[0]
+                    for f in np.unique(
+                        raycast(street, drive.T_world_camera(i), camera.K, 240, 80).face_index[hit]
+                    )
+                }
+            )
+            >= 3
+        )  # facades, ground, cars or posts
+
+
+def test_drive_dataset_is_one_sequence_with_every_nth_frame_held_out(tmp_path):
+    folder = synthetic.main(tmp_path / "drive", test_every=4, progress=False, **DRIVE_SMALL)
+    train, test = load_split(folder, "train"), load_split(folder, "test")
+    assert [r.image_path.name for r in test] == ["frame_000003.png", "frame_000007.png"]
+    assert len(train) == 7 and train[0].image_path.name == "frame_000000.png"
+    names = sorted(p.name for p in (folder / "images").iterdir())
+    assert names == [f"frame_{i:06d}.png" for i in range(9)]
+    assert cv2.imread(str(folder / "images" / names[0])).shape == (32, 96, 3)
+    intrinsics = json.loads((folder / "intrinsics.json").read_text())
+    assert intrinsics["fx"] == pytest.approx(48.0)  # 90° across 96 px
+    assert (intrinsics["width"], intrinsics["height"]) == (96, 32)
+    # The records are the rendered poses, frame by frame; poses_*.csv keep the drive's times.
+    street = synthetic.street_for_drive(0, 9, 1.2)
+    drive = synthetic.make_drive(street, 9, 1.2)
+    for record in train + test:
+        i = int(record.image_path.stem.split("_")[1])
+        np.testing.assert_allclose(record.position_m, drive.positions_m[i], atol=1e-9)
+    with open(folder / "poses_test.csv", newline="") as f:
+        stamps = [float(row["timestamp_s"]) for row in csv.DictReader(f)]
+    assert stamps == pytest.approx([0.3, 0.7])
+    description = json.loads((folder / "scene.json").read_text())
+    assert description["scene"]["kind"] == "street"
+    assert description["parameters"]["test_every"] == 4
+    # Reused as it is; another hold-out needs --overwrite.
+    assert synthetic.main(folder, test_every=4, progress=False, **DRIVE_SMALL) == folder
+    with pytest.raises(SyntheticSceneError, match="different parameters"):
+        synthetic.main(folder, test_every=3, progress=False, **DRIVE_SMALL)
+
+
+@pytest.mark.parametrize(
+    ("frames", "test_every", "expected"),
+    [(51, 4, list(range(3, 51, 4))), (9, 2, [1, 3, 5, 7]), (5, 5, [4]), (2, 2, [1])],
+)
+def test_drive_test_indices(frames, test_every, expected):
+    assert synthetic.drive_test_indices(frames, test_every) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scene": "forest"}, "scene must be one of room, drive"),
+        ({"scene": "drive", "train_frames": 10}, "train_frames do\\(es\\) not apply to the drive"),
+        ({"frames": 10}, "frames do\\(es\\) not apply to the room"),
+        ({"spacing_m": 1.0}, "spacing_m do\\(es\\) not apply to the room"),
+        ({**DRIVE_SMALL, "frames": 1}, "frames must be an integer >= 2, got 1"),
+        ({**DRIVE_SMALL, "test_every": 1}, "test_every must be an integer >= 2, got 1"),
+        ({**DRIVE_SMALL, "test_every": 10}, "holds out no frame of 9"),
+        ({**DRIVE_SMALL, "spacing_m": 0.0}, "spacing_m must be 0.01..20 m, got 0.0"),
+        ({**DRIVE_SMALL, "spacing_m": float("nan")}, "spacing_m must be 0.01..20 m"),
+        ({**DRIVE_SMALL, "spacing_m": "1.2"}, "spacing_m must be a number of metres"),
+        ({**DRIVE_SMALL, "spacing_m": 20.0, "frames": 200}, "at most 1940 m are supported"),
+        ({**DRIVE_SMALL, "width": 0}, "width must be 1..8192 pixels, got 0"),
+        ({**DRIVE_SMALL, "focal_px": -1.0}, "focal length must be a positive number"),
+    ],
+)
+def test_main_rejects_bad_drive_parameters(tmp_path, kwargs, message):
+    args = {"workers": 1, "progress": False, **kwargs}
+    with pytest.raises(SyntheticSceneError, match=message):
+        synthetic.main(tmp_path / "out", **args)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: synthetic.build_street(-1), "seed must be a non-negative integer"),
+        (lambda: synthetic.build_street(0, 5.0), "street length_m must be 20..2000 m"),
+        (lambda: synthetic.build_street(0, float("inf")), "street length_m must be 20..2000 m"),
+        (
+            lambda: synthetic.make_drive(synthetic.build_street(0, 40.0), 51, 1.2),
+            "does not fit the street",
+        ),
+        (lambda: synthetic.make_drive(build_scene(0), 5, 1.2), "needs the street scene"),
+    ],
+)
+def test_street_and_drive_reject_bad_input(build, message):
+    with pytest.raises(SyntheticSceneError, match=message):
+        build()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scene", "forest"], "argument --scene: invalid choice"),
+        (["--frames", "1"], "argument --frames: must be >= 2, got 1"),
+        (["--spacing-m", "0"], "argument --spacing-m: must be a positive number"),
+        (["--spacing-m", "far"], "argument --spacing-m: expected a number"),
+        (["--test-every", "1"], "argument --test-every: must be >= 2, got 1"),
+        (["--test-every", "x"], "argument --test-every: expected an integer"),
+    ],
+)
+def test_cli_rejects_bad_drive_arguments(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        synthetic.cli(["--output", str(tmp_path / "drive"), "--scene", "drive", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "drive").exists()
+
+
+def test_cli_refuses_options_of_the_other_scene_with_status_1(tmp_path, capsys):
+    out = tmp_path / "room"
+    assert synthetic.cli(["--output", str(out), "--frames", "9", "--no-progress"]) == 1
+    assert "frames do(es) not apply to the room scene" in capsys.readouterr().err
+    assert not out.exists()

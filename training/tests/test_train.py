@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_scene import CROP, RESIZE, write_tiny_cambridge  # noqa: E402
 
 # posenet-tiny at 32x32: a training step takes milliseconds; dropout and colour jitter keep the
-# random streams busy so resumption has something to get wrong.
+# random streams busy so resumption has something to get wrong. The step lr schedule: these
+# runs change --epochs on resume, which a cosine schedule (the default) does not follow.
 TINY = {
     "model": "posenet-tiny",
     "batch_size": 4,
@@ -33,6 +34,7 @@ TINY = {
     "progress": False,
     "color_jitter": 0.3,
     "lr": 1e-3,
+    "lr_schedule": "step",
 }
 
 
@@ -327,3 +329,124 @@ def test_torchrun_two_processes_gloo(dataset, tmp_path):
     assert len(ckpt["extra"]["rng"]) == 2  # every rank's random state, for resumption
     assert json.loads((out / "config.json").read_text())["world_size"] == 2
     assert [r["epoch"] for r in _rows(out / "log.csv")] == ["1", "2"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Schedules in optimizer steps (issue 15)
+
+
+@pytest.mark.parametrize(
+    ("images", "given", "expected"),
+    [
+        # (batch, steps per epoch, epochs, validate every)
+        (273, {}, (16, 17, 148, 5)),  # middlebury_dino: the measured recipe's batch and length
+        (100, {}, (12, 8, 313, 11)),
+        (40, {}, (5, 8, 313, 11)),
+        (39, {}, (4, 9, 278, 10)),  # issue 15's 39 images: 9 steps per epoch, not 1
+        (3, {}, (3, 1, 2500, 84)),  # fewer images than the smallest derived batch
+        (4800, {}, (16, 300, 30, 1)),  # a large set: the epoch floor decides
+        (39, {"batch_size": 32, "epochs": 150}, (32, 1, 150, 5)),  # both given: as before
+        (39, {"epochs": 150}, (4, 9, 150, 5)),
+        (39, {"batch_size": 8}, (8, 4, 625, 21)),
+        (273, {"steps": 500}, (16, 17, 30, 1)),
+        (273, {"min_steps_per_epoch": 34}, (8, 34, 74, 3)),
+        (273, {"min_epochs": 200}, (16, 17, 200, 7)),
+        (273, {"val_every": 0}, (16, 17, 148, 0)),
+    ],
+)
+def test_schedule_is_derived_from_steps(images, given, expected):
+    from posenet_train.train import DEFAULTS, _resolve_schedule
+
+    cfg = {**DEFAULTS, **given}
+    schedule = _resolve_schedule(cfg, images)
+    batch, per_epoch, epochs, val_every = expected
+    assert (schedule["batch_size"], schedule["steps_per_epoch"]) == (batch, per_epoch)
+    assert (schedule["epochs"], schedule["val_every"]) == (epochs, val_every)
+    assert schedule["total_steps"] == per_epoch * epochs
+    assert (cfg["batch_size"], cfg["epochs"], cfg["val_every"]) == (batch, epochs, val_every)
+    assert ("batch_size" in schedule["derived"]) == ("batch_size" not in given)
+    assert ("epochs" in schedule["derived"]) == ("epochs" not in given)
+
+
+def test_derived_schedule_is_shown_recorded_and_resumes_exactly(dataset, tmp_path, capsys):
+    """Bare defaults on 12 images: batch and epochs come from the step budget, the run says so,
+    the checkpoint records it, and an interrupted run of the (cosine) default resumes exactly."""
+    options = {k: v for k, v in TINY.items() if k not in ("batch_size", "lr_schedule")}
+    options.update(steps=6, min_epochs=1, min_steps_per_epoch=3)
+    straight = main(dataset, tmp_path / "a", **options)
+    err = capsys.readouterr().err
+    assert "schedule: 12 training images, batch 4 (derived: >= 3 steps per epoch" in err
+    assert "3 steps per epoch, 2 epochs (derived: 6 steps, at least 1 epochs)" in err
+    assert straight["epochs_done"] == 2 and straight["global_step"] == 6
+    extra = load_checkpoint(straight["last"])["extra"]
+    assert extra["schedule"]["derived"] == ["batch_size", "epochs", "val_every"]
+    assert extra["config"]["batch_size"] == 4 and extra["config"]["epochs"] == 2
+    assert extra["config"]["lr_schedule"] == "cosine"
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["schedule"]["epochs"] == 2
+
+    main(dataset, tmp_path / "b", max_steps=3, **options)  # stopped after the first epoch
+    resumed = main(None, tmp_path / "b", resume="auto", threads=1, progress=False)
+    assert resumed["epochs_done"] == 2 and resumed["global_step"] == 6
+    a, b = load_checkpoint(straight["last"]), load_checkpoint(resumed["last"])
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+
+    # A larger step budget on resume trains longer at the run's batch size.
+    longer = main(None, tmp_path / "b", resume="auto", steps=9, threads=1, progress=False)
+    assert longer["epochs_done"] == 3 and longer["global_step"] == 9
+
+
+def test_explicit_batch_and_epochs_record_no_step_budget(dataset, tmp_path):
+    result = main(dataset, tmp_path / "run", epochs=1, **TINY)
+    config = load_checkpoint(result["last"])["extra"]["config"]
+    assert config["batch_size"] == 4 and config["epochs"] == 1
+    assert config["steps"] is None and config["min_epochs"] is None
+    assert config["min_steps_per_epoch"] is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"epochs": 2, "steps": 10}, "give epochs or steps, not both"),
+        ({"epochs": 2, "min_epochs": 5}, "give epochs or min_epochs, not both"),
+        ({"batch_size": 4, "min_steps_per_epoch": 2}, "batch_size or min_steps_per_epoch"),
+        ({"steps": 0}, "steps must be a positive integer, got 0"),
+        ({"steps": 2.5}, "steps must be a positive integer, got 2.5"),
+        ({"min_steps_per_epoch": -1}, "min_steps_per_epoch must be a positive integer"),
+        ({"min_epochs": True}, "min_epochs must be a positive integer"),
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"epochs": -3}, "epochs must be a positive integer"),
+    ],
+)
+def test_bad_schedule_options_are_refused(dataset, tmp_path, kwargs, pattern):
+    options = {k: v for k, v in TINY.items() if k != "batch_size"}
+    with pytest.raises(PoseNetTrainError, match=pattern):
+        main(dataset, tmp_path / "run", **{**options, **kwargs})
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--steps", "0"],
+        ["--steps", "many"],
+        ["--steps", "-5"],
+        ["--min-steps-per-epoch", "0"],
+        ["--min-steps-per-epoch", "1.5"],
+        ["--min-epochs", "-1"],
+        ["--min-epochs", ""],
+    ],
+)
+def test_bad_schedule_arguments_exit_2(argv, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["--output", str(tmp_path), *argv])
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_cli_refuses_contradicting_schedule_flags(dataset, tmp_path, capsys):
+    argv = ["--dataset", str(dataset), "--output", str(tmp_path / "run")]
+    argv += ["--model", "posenet-tiny", "--resize", str(RESIZE), "--crop", str(CROP)]
+    argv += ["--epochs", "2", "--steps", "10"]
+    assert cli(argv) == 2
+    assert "give epochs or steps, not both" in capsys.readouterr().err

@@ -7,7 +7,9 @@ them all, reusing finished steps):
 1. frames (:mod:`.frames`): read the input, select frames (every N-th, by time, sharpest of each
    block, relative blur rejection, a cap), write them as images;
 2. features and matches (:mod:`.reconstruct`): SIFT, sequential (default) or exhaustive matching;
-3. mapping (:mod:`.reconstruct`): pycolmap incremental mapping; the largest model is kept;
+3. mapping (:mod:`.reconstruct`): pycolmap incremental mapping, initialised so that forward
+   motion works, retried with COLMAP's own initialisation when too few frames register; the
+   largest model is kept;
 4. scale and frame (:mod:`.reference`): none (SfM units, warned), a factor, a known distance
    between two frames, or a robust similarity fit to the bag's odometry / TF;
 5. export (:mod:`.pipeline`): a Cambridge dataset split by time blocks, the COLMAP model, a JSON
@@ -31,6 +33,7 @@ from posenet_train.sfm.reconstruct import (
     CameraIntrinsics,
     SfmOptions,
     extract_and_match,
+    map_with_fallback,
     run_mapping,
 )
 from posenet_train.sfm.reference import ReferenceOptions
@@ -53,6 +56,7 @@ __all__ = [
     "fit_similarity_robust",
     "interpolate_poses",
     "main",
+    "map_with_fallback",
     "open_source",
     "run_mapping",
     "split_by_time_blocks",

@@ -118,6 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=4096,
         help="SIFT features per image (default 4096)",
     )
+    g.add_argument(
+        "--init-min-tri-angle",
+        type=number(low=0.1, high=60.0),
+        dest="init_min_tri_angle_deg",
+        default=4.0,
+        metavar="DEG",
+        help="smallest median triangulation angle of the frame pair a model starts from"
+        " (default 4; COLMAP's is 16, which a camera driving forward rarely reaches)",
+    )
+    g.add_argument(
+        "--init-max-forward-motion",
+        type=number(low=0.5, high=1.0),
+        default=1.0,
+        metavar="SHARE",
+        help="largest share |t_z|/|t| of that pair's baseline along the optical axis (default 1:"
+        " forward motion allowed; COLMAP's is 0.95, which refuses a robot driving straight)",
+    )
     g.add_argument("--threads", type=int_at_least(1), default=2, help="CPU threads (default 2)")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default 0)")
     g.add_argument(
@@ -130,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-registered-share",
         type=number(low=0.0, high=1.0),
         default=0.5,
-        help="smallest share of the selected frames that must register (default 0.5)",
+        help="smallest share of the selected frames that must register (default 0.5); below"
+        " this (or --min-registered) mapping is tried once more with COLMAP's initialisation",
     )
     g = p.add_argument_group("scale and frame (at most one; none keeps SfM units)")
     scale = g.add_mutually_exclusive_group()

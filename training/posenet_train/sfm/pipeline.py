@@ -59,9 +59,9 @@ from posenet_train.sfm.reconstruct import (
     SfmOptions,
     camera_poses,
     extract_and_match,
+    map_with_fallback,
     model_statistics,
     read_models,
-    run_mapping,
     select_largest,
     write_model,
 )
@@ -651,6 +651,8 @@ def main(
     matcher: str = "sequential",
     overlap: int = 10,
     max_features: int = 4096,
+    init_min_tri_angle_deg: float = 4.0,
+    init_max_forward_motion: float = 1.0,
     num_threads: int = 2,
     seed: int = 0,
     min_registered: int = 10,
@@ -685,10 +687,13 @@ def main(
         image_format: "png" or "jpg" for the written frames.
         intrinsics: JSON file (or object) with the calibrated camera; camera_info_topic: read
             them from the bag's CameraInfo instead. Neither: ``camera_model`` is estimated.
-        camera_model, refine_intrinsics, matcher, overlap, max_features, num_threads, seed:
-            :class:`~posenet_train.sfm.reconstruct.SfmOptions`.
+        camera_model, refine_intrinsics, matcher, overlap, max_features,
+            init_min_tri_angle_deg, init_max_forward_motion, num_threads, seed:
+            :class:`~posenet_train.sfm.reconstruct.SfmOptions` (the initialisation defaults
+            accept a camera driving straight ahead; see :mod:`~posenet_train.sfm.reconstruct`).
         min_registered, min_registered_share: fewest registered frames (count and share of the
-            selected frames) accepted.
+            selected frames) accepted; below them mapping is tried once more with COLMAP's own
+            initialisation (:func:`~posenet_train.sfm.reconstruct.map_with_fallback`).
         scale: multiply SfM units by this factor. known_distance: ``(frame_a, frame_b,
             metres)``. odometry_topic: align to nav_msgs/Odometry. tf_reference_frame: align
             to TF. At most one; none leaves SfM units (with a warning).
@@ -733,6 +738,8 @@ def main(
         max_features=max_features,
         camera_model=camera_model,
         refine_intrinsics=refine_intrinsics,
+        init_min_tri_angle_deg=init_min_tri_angle_deg,
+        init_max_forward_motion=init_max_forward_motion,
         num_threads=num_threads,
         seed=seed,
     )
@@ -783,6 +790,8 @@ def main(
         "mapping": {
             "refine_intrinsics": sfm_options.refine_intrinsics,
             "min_model_size": sfm_options.min_model_size,
+            "init_min_tri_angle_deg": sfm_options.init_min_tri_angle_deg,
+            "init_max_forward_motion": sfm_options.init_max_forward_motion,
             "seed": seed,
         },
     }
@@ -890,13 +899,17 @@ def main(
             tmp_models = folder / "sfm" / "models.tmp"
             shutil.rmtree(tmp_models, ignore_errors=True)
             try:
-                run_mapping(
+                # The bar of the export step: below it a second initialisation is worth a try.
+                _, attempts = map_with_fallback(
                     database,
                     images_dir,
                     tmp_models,
                     sfm_options,
                     intrinsics_known=camera is not None,
                     total_frames=len(names),
+                    min_registered=max(
+                        min_registered, math.ceil(min_registered_share * len(names))
+                    ),
                     progress=progress,
                 )
             except BaseException:
@@ -909,7 +922,10 @@ def main(
                 folder,
                 "mapping",
                 fp_mapping,
-                {"models": {str(k): int(m.num_reg_images()) for k, m in models.items()}},
+                {
+                    "models": {str(k): int(m.num_reg_images()) for k, m in models.items()},
+                    "attempts": attempts,
+                },
             )
 
     # 4. scale, frame and export
@@ -987,6 +1003,7 @@ def main(
             "intrinsics_given": None if camera is None else camera.to_json(),
             "camera_model_estimated": None if camera else sfm_options.camera_model,
             "options": asdict(sfm_options),
+            "mapping_attempts": markers["mapping"]["stats"].get("attempts", []),
         },
         "scale": scale_report,
         "warnings": report_warnings,
