@@ -145,6 +145,11 @@ def check_covariance_diagonal(name: str, values) -> str:
     return ""
 
 
+def _limit_text(value: float, unit: str) -> str:
+    """A prior limit for the log ("any m" for 0, no limit)."""
+    return f"{value:g} {unit}" if value > 0 else f"any {unit}"
+
+
 class RelocalizerNode(Node):
     """PoseNet relocalization: one pose per camera frame, inference off the executor thread."""
 
@@ -259,8 +264,14 @@ class RelocalizerNode(Node):
         except FeatureError as e:
             raise MapFileError(f"map file {map_path}: {e}") from None
         values = {spec.name: self.get_parameter(spec.name).value for spec in REFINE_PARAMETERS}
-        refiner = Refiner(site_map, refiner_config_from_parameters(values))
-        self._map_summary = f"{map_path} ({site_map.summary()})"
+        config = refiner_config_from_parameters(values, info.median_error)
+        refiner = Refiner(site_map, config)
+        self._map_summary = (
+            f"{map_path} ({site_map.summary()}; refined poses kept within "
+            f"{_limit_text(config.max_prior_distance_m, 'm')} and "
+            f"{_limit_text(config.max_prior_angle_deg, 'deg')} of the prior, model median error "
+            f"{info.median_error})"
+        )
         if values[OPENCV_THREADS_PARAMETER] > 0:
             import cv2
 
