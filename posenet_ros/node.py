@@ -79,6 +79,7 @@ from posenet_ros.refine_stage import (
     RefineStats,
     check_rate_hz,
     choose_output,
+    limit_native_threads,
     refiner_config_from_parameters,
 )
 from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
@@ -272,10 +273,7 @@ class RelocalizerNode(Node):
             f"{_limit_text(config.max_prior_angle_deg, 'deg')} of the prior, model median error "
             f"{info.median_error})"
         )
-        if values[OPENCV_THREADS_PARAMETER] > 0:
-            import cv2
-
-            cv2.setNumThreads(int(values[OPENCV_THREADS_PARAMETER]))
+        self._map_summary += f"; {limit_native_threads(values[OPENCV_THREADS_PARAMETER])}"
         return RefineStage(
             refiner,
             values[RATE_PARAMETER],

@@ -33,6 +33,7 @@ from posenet_ros.refine_stage import (
     RefineStats,
     choose_output,
     intrinsics_from_camera_info,
+    limit_native_threads,
     refiner_config_from_parameters,
 )
 
@@ -364,6 +365,24 @@ def test_stage_refines_at_most_rate_hz_and_one_frame_at_a_time():
         stage.stop()
     assert [d[0] for d in done] == [1, 4]
     assert refiner.calls == 2
+
+
+def test_limit_native_threads_caps_opencv_and_the_blas():
+    import cv2
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = cv2.getNumThreads()
+    with threadpool_limits():  # restores the BLAS pools on exit
+        try:
+            note = limit_native_threads(1)
+            assert cv2.getNumThreads() == 1
+            blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+            assert blas and all(pool["num_threads"] == 1 for pool in blas)
+            assert note == "OpenCV and BLAS threads 1"
+        finally:
+            cv2.setNumThreads(before)
+    assert "defaults" in limit_native_threads(0)
+    assert cv2.getNumThreads() == before
 
 
 def test_stage_keeps_rate_hz_on_average_with_frames_on_their_own_clock():
