@@ -1,22 +1,38 @@
-"""posenet_train.map: the map of a small dino subset, intrinsics sources, reuse, CLI errors."""
+"""posenet_train.map: the map of a small dino subset, intrinsics sources, reuse, CLI errors;
+and posenet_train.evaluate --map on it (prior and refined side by side, bad maps)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import os
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from posenet_core.datasets import write_cambridge
+from posenet_core.datasets import find_intrinsics, write_cambridge
+from posenet_core.errors import DatasetError
 from posenet_core.features import FeatureConfig
 from posenet_core.geometry import pose_to_matrix
-from posenet_core.mapfile import MapCamera, dataset_fingerprint, read_map, split_fingerprint
-from posenet_core.refine import Refiner
+from posenet_core.mapfile import (
+    MapCamera,
+    dataset_fingerprint,
+    read_map,
+    split_fingerprint,
+    write_map,
+)
+from posenet_core.refine import Refiner, RefinerConfig
+from posenet_train import evaluate
 from posenet_train import map as map_step
-from posenet_train.datasets import load_split
+from posenet_train.datasets import FORMATS, dataset_intrinsics, load_split
+from posenet_train.errors import PoseNetTrainError
 
 # Consecutive dino images on one ring of the gantry's hemisphere (train and test interleaved as in
 # the full set: every 4th image is a test image).
@@ -213,7 +229,7 @@ INTRINSICS_CASES = [("intrinsics.json", _case_json), ("colmap", _case_colmap)]
 @pytest.mark.parametrize(("name", "make"), INTRINSICS_CASES)
 def test_intrinsics_from_the_dataset(tmp_path, name, make):
     dataset, expected = make(tmp_path / name)
-    camera, source = map_step.resolve_camera(dataset, (64, 48))
+    camera, source = dataset_intrinsics(dataset)
     for key, value in expected.items():
         assert getattr(camera, key) == pytest.approx(value) if key != "distortion" else True
         if key == "distortion":
@@ -223,24 +239,41 @@ def test_intrinsics_from_the_dataset(tmp_path, name, make):
 
 def test_sevenscenes_published_calibration(tmp_path):
     dataset, _ = _case_sevenscenes(tmp_path / "7s")
-    camera, source = map_step.resolve_camera(dataset, (640, 480))
+    camera, source = find_intrinsics(dataset, lambda: (640, 480), FORMATS)
     assert (camera.fx, camera.cx, camera.cy) == (585.0, 320.0, 240.0)
     assert "7-Scenes" in source
 
 
 def test_explicit_intrinsics_win_and_size_must_match(tmp_path):
     folder = _cambridge(tmp_path / "plain")
-    with pytest.raises(map_step.MapBuildError, match="no intrinsics found.*--intrinsics"):
-        map_step.resolve_camera(str(folder), (64, 48))
+    with pytest.raises(DatasetError, match="no intrinsics found.*--intrinsics"):
+        dataset_intrinsics(str(folder))
     path = tmp_path / "cam.json"
     path.write_text(json.dumps({"width": 64, "height": 48, "fx": 9, "fy": 9, "cx": 1, "cy": 2}))
-    camera, _ = map_step.resolve_camera(str(folder), (64, 48), path)
+    camera, _ = dataset_intrinsics(str(folder), override=path)
     assert camera.fx == 9.0
-    with pytest.raises(map_step.MapBuildError, match="64x48 images but the training images are"):
-        map_step.resolve_camera(str(folder), (640, 480), path)
+    big = _cambridge(tmp_path / "big", size=(640, 480))
+    with pytest.raises(DatasetError, match="64x48 images but the train images are 640x480"):
+        dataset_intrinsics(str(big), override=path)
     path.write_text("{broken")
-    with pytest.raises(map_step.MapBuildError, match="cannot read intrinsics JSON"):
-        map_step.resolve_camera(str(folder), (64, 48), path)
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        dataset_intrinsics(str(folder), override=path)
+    path.write_text(
+        json.dumps(
+            {
+                "width": 64,
+                "height": 48,
+                "fx": 9,
+                "fy": 9,
+                "cx": 1,
+                "cy": 2,
+                "distortion_model": "equidistant",
+                "distortion": [0.1] * 4,
+            }
+        )
+    )
+    with pytest.raises(DatasetError, match="'equidistant' is not supported; allowed: none"):
+        dataset_intrinsics(str(folder), override=path)
 
 
 # ----------------------------------------------------------------------------- pairs, epipolar
