@@ -431,3 +431,152 @@ def test_observation_descriptors_are_larger_and_refine_too(dino_subset, dino_map
     assert out.stat().st_size > dino_map.stat().st_size
     with pytest.raises(map_step.MapBuildError, match="descriptors must be one of"):
         map_step.main(str(dino_subset), tmp_path / "x.npz", descriptors="mean", progress=False)
+
+
+# ------------------------------------------------------------------ evaluate --map (the dino)
+
+PRIOR_OFFSET_M = np.array([0.02, -0.01, 0.01])
+PRIOR_TILT = np.array([math.cos(math.radians(0.75)), 0.0, math.sin(math.radians(0.75)), 0.0])
+
+
+@pytest.fixture
+def gt_prior(monkeypatch, tmp_path) -> Path:
+    """A stand-in checkpoint whose prediction is the ground truth moved by 2.4 cm and turned by
+    1.5 deg: the dino model's error, without training one."""
+    from posenet_core.geometry import quat_multiply
+
+    def predict(model, records, **kwargs):
+        position = np.stack([r.position_m for r in records]) + PRIOR_OFFSET_M
+        quat = quat_multiply(PRIOR_TILT[None], np.stack([r.quat_wxyz for r in records]))
+        return position, quat, None
+
+    fake = types.ModuleType("posenet_train.checkpoint")
+    fake.model_from_checkpoint = lambda path: (torch.nn.Identity(), {})
+    monkeypatch.setitem(sys.modules, "posenet_train.checkpoint", fake)
+    monkeypatch.setattr(evaluate, "predict", predict)
+    checkpoint = tmp_path / "prior.pt"
+    checkpoint.write_bytes(b"stand-in")
+    return checkpoint
+
+
+def test_evaluate_with_map_reports_prior_and_refined(dino_subset, dino_map, gt_prior, tmp_path):
+    out = tmp_path / "eval"
+    argv = ["--dataset", str(dino_subset), "--checkpoint", str(gt_prior), "--map", str(dino_map)]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert evaluate.cli([*argv, "--output", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    r = summary["refinement"]
+    assert summary["count"] == 4
+    assert summary["median_translation_m"] == pytest.approx(np.linalg.norm(PRIOR_OFFSET_M))
+    assert r["refined_count"] >= 3 and r["refined_share"] == r["refined_count"] / 4
+    assert sum(r["failures"].values()) == 4 - r["refined_count"]
+    assert set(r["failures"]) >= {"no_texture", "too_few_inliers", "too_far_from_prior"}
+    assert r["refined_only"]["median_translation_m"] < 0.01
+    assert r["refined_only"]["median_rotation_deg"] < 0.5
+    assert r["published"]["count"] == 4 and r["intrinsics_source"] == "dino_par.txt"
+    for name in ("refined_error_cdf.png", "refined_trajectory.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "refined_predictions.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("image,source,failure,inliers")
+    text = printed.getvalue()
+    assert "| prior | 4 | 0.0245 |" in text
+    assert "| refined, else prior (the node's output) | 4 |" in text
+    assert f"refined {r['refined_count']} of 4 frames" in text
+
+
+def test_evaluate_refines_as_the_node_does(dino_subset, dino_map):
+    """The node's refine.* defaults are RefinerConfig's, and its K from the player's
+    camera_info is the K evaluation refines with: the same pose to the last bit."""
+    import cv2
+
+    refine_stage = pytest.importorskip("posenet_ros.refine_stage")
+    player = pytest.importorskip("posenet_ros.player_node")
+    defaults = {spec.name: spec.default for spec in refine_stage.REFINE_PARAMETERS}
+    node_config = refine_stage.refiner_config_from_parameters(defaults)
+    assert node_config == RefinerConfig()
+    camera, _ = dataset_intrinsics(dino_subset, "test")
+    node_camera = refine_stage.intrinsics_from_camera_info(player.camera_info_msg(camera))
+    records = load_split(dino_subset, "test")[:2]
+    prior_position = np.stack([r.position_m for r in records]) + PRIOR_OFFSET_M
+    prior_quat = np.stack([r.quat_wxyz for r in records])
+    site_map = evaluate.load_refinement_map(dino_map, dino_subset)
+    ours = evaluate.refine_poses(site_map, records, prior_position, prior_quat, camera)
+    cv2.setNumThreads(1)  # refine.opencv_threads
+    refiner = Refiner(site_map, node_config)
+    for i, record in enumerate(records):
+        rgb = cv2.cvtColor(cv2.imread(str(record.image_path)), cv2.COLOR_BGR2RGB)
+        prior = pose_to_matrix(prior_position[i], prior_quat[i])
+        node = refiner.refine(rgb, node_camera.K, prior, dist_coeffs=node_camera.dist_coeffs)
+        assert node.success == ours.refined[i]
+        expected = node.T_world_camera if node.success else prior
+        np.testing.assert_array_equal(
+            pose_to_matrix(ours.position_m[i], ours.quat_wxyz[i])[:3, 3], expected[:3, 3]
+        )
+
+
+def _copy_dataset(source: Path, folder: Path, move_first_m: float = 0.0) -> Path:
+    import dataclasses
+
+    for split in ("train", "test"):
+        records = load_split(source, split)
+        if split == "train" and move_first_m:
+            first = records[0]
+            moved = first.position_m + [move_first_m, 0.0, 0.0]
+            records[0] = dataclasses.replace(first, position_m=moved)
+        write_cambridge(folder, split, records)
+    shutil.copy(source / "dino_par.txt", folder / "dino_par.txt")
+    return folder
+
+
+def _foreign_maps(dino_subset: Path, dino_map: Path, tmp: Path) -> dict[str, tuple]:
+    """name -> (dataset, map path, the error's text)."""
+    import dataclasses
+
+    site_map = read_map(dino_map)
+    world = tmp / "world.map.npz"
+    write_map(world, dataclasses.replace(site_map, scene_frame="world"))
+    other = _copy_dataset(dino_subset, tmp / "other_dino")
+    # the same name, one training pose moved by 1 mm: another version of the dataset
+    moved = _copy_dataset(dino_subset, tmp / "v2" / dino_subset.name, move_first_m=0.001)
+    corrupt = tmp / "corrupt.map.npz"
+    corrupt.write_bytes(dino_map.read_bytes()[:5000])
+    return {
+        "missing": (dino_subset, tmp / "missing.map.npz", "missing.map.npz"),
+        "corrupt": (dino_subset, corrupt, "corrupt.map.npz"),
+        "other dataset": (
+            other,
+            dino_map,
+            f"built from dataset '{dino_subset.name}', but --dataset is 'other_dino'; allowed:",
+        ),
+        "other version": (moved, dino_map, "another version of the dataset"),
+        "other scene frame": (dino_subset, world, "scene frame 'world' but the model's is 'map'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "corrupt", "other dataset", "other version", "other scene frame"]
+)
+def test_evaluate_refuses_a_bad_map(dino_subset, dino_map, gt_prior, tmp_path, case, capsys):
+    dataset, map_path, message = _foreign_maps(dino_subset, dino_map, tmp_path)[case]
+    argv = ["--dataset", str(dataset), "--map", str(map_path), "--output", str(tmp_path / "o")]
+    if case == "other scene frame":  # a model file (scene frame 'map') is what names the frame
+        sys.path.insert(0, str(Path(__file__).parent))
+        from test_evaluate import CONTRACT, export_onnx
+
+        metadata = {**CONTRACT, "posenet.dataset": dino_subset.name}
+        argv += ["--onnx", str(export_onnx(tmp_path / "model.onnx", metadata))]
+    else:
+        argv += ["--checkpoint", str(gt_prior)]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.cli([*argv, "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "posenet_train.evaluate: error:" in err and message in err, err
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_evaluate_map_needs_a_prior(dino_subset, dino_map, tmp_path):
+    with pytest.raises(PoseNetTrainError, match="--map refines the node's prior"):
+        evaluate.main(dino_subset, tmp_path, baseline="nn", map_path=dino_map, progress=False)
+    with pytest.raises(PoseNetTrainError, match="intrinsics are for refinement"):
+        evaluate.main(dino_subset, tmp_path, baseline="nn", intrinsics="x.json", progress=False)
