@@ -1536,7 +1536,10 @@ def _statistics_row(name: str, s: dict) -> str:
 def print_refinement(result: dict) -> None:
     """Prior and refined side by side (a Markdown table), refined share and failures."""
     r = result["refinement"]
-    thresholds = " | ".join(f"<= {m * 100:g} cm & {deg:g} deg" for _, m, deg in THRESHOLDS)
+    thresholds = " | ".join(
+        f"<= {m * 100:g} cm & {deg:g} deg" if m < 1 else f"<= {m:g} m & {deg:g} deg"
+        for _, m, deg in THRESHOLDS
+    )
     print(f"\n| pose | frames | median m | median deg | {thresholds} |")
     print("|---" * (4 + len(THRESHOLDS)) + "|")
     print(_statistics_row("prior", result))
