@@ -420,7 +420,8 @@ class DatasetPlayerNode(Node):
             )
             if hint:
                 self.get_logger().warning(hint)
-        self.image_pub.publish(image)
+        # camera_info first: a node matching the image to its camera_info by stamp then has
+        # it when the image arrives (the relocalizer publishes the prior alone otherwise).
         if self.info_pub is not None:
             info = self._camera_info
             if (info.width, info.height) == (image.width, image.height):
@@ -436,6 +437,7 @@ class DatasetPlayerNode(Node):
                         f" camera_info not published for it ({self._info_skipped} frame(s) so"
                         " far)"
                     )
+        self.image_pub.publish(image)
         self.ground_truth_pub.publish(pose)
         self.published += 1
 
