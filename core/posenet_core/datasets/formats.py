@@ -140,8 +140,11 @@ def find_intrinsics(
     """
     fmt_name, folder = _resolve(dataset, formats)
     fmt = {f.name: f for f in formats}[fmt_name]
-    if fmt.camera is not None:
-        found = fmt.camera(folder)
+    # The format's own camera; also that of another format's files in the same folder (a
+    # COLMAP model beside Cambridge split files holds the camera those poses came from).
+    others = [f for f in formats if f is not fmt and f.camera is not None and f.detect(folder)]
+    for owner in (fmt, *others):
+        found = owner.camera(folder) if owner.camera is not None else None
         if found is not None:
             return found
     if (folder / INTRINSICS_FILE).is_file():
