@@ -307,7 +307,7 @@ def main(
     )
 
     step(
-        f"2/5 training {model} for {epochs} epochs, first {frozen_blocks} backbone blocks "
+        f"2/7 training {model} for {epochs} epochs, first {frozen_blocks} backbone blocks "
         f"frozen and cached (resumes / reuses {run})"
     )
     train.main(
