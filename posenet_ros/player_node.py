@@ -5,7 +5,10 @@ Plays one split of a dataset folder (Cambridge Landmarks or 7-Scenes layout, see
 and evaluated without a camera (``pose_evaluator`` compares its output with the ground truth).
 
 Publishes   ``image`` (sensor_msgs/Image, best effort like a camera driver),
-            ``camera_info`` (sensor_msgs/CameraInfo, when the dataset has intrinsics.json),
+            ``camera_info`` (sensor_msgs/CameraInfo, when the dataset has intrinsics: the
+            camera posenet_core.datasets.find_intrinsics finds, as the map builder and
+            evaluation do: intrinsics.json, Middlebury's dino_par.txt, 7-Scenes' published
+            calibration),
             ``ground_truth/pose`` (geometry_msgs/PoseStamped, reliable: ``T_world_camera`` of
             the camera's optical frame in ``ground_truth_frame``)
 The three messages of a frame carry the same stamp: the ROS clock at publish time
@@ -90,11 +93,13 @@ def large_image_hint(image_bytes: int, rmw: str, environ: Mapping[str, str]) -> 
 
 
 def camera_info_msg(intrinsics: CameraIntrinsics) -> CameraInfo:
-    """CameraInfo of a pinhole camera (plumb_bob distortion, no rectification); no header."""
+    """CameraInfo of a pinhole camera (no rectification); no header. Distortion: plumb_bob
+    (five zeros when there is none), rational_polynomial for eight coefficients."""
     info = CameraInfo()
     info.width, info.height = intrinsics.width, intrinsics.height
-    info.distortion_model = "plumb_bob"
-    info.d = [float(v) for v in intrinsics.distortion]
+    d = [float(v) for v in intrinsics.distortion]
+    info.distortion_model = "rational_polynomial" if len(d) == 8 else "plumb_bob"
+    info.d = d + [0.0] * (5 - len(d)) if len(d) < 5 else d
     fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
     info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
     info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
@@ -143,13 +148,20 @@ class DatasetPlayerNode(Node):
         self._started_at = time.monotonic()
         self._last_progress = self._started_at
 
+        self._camera_source = dataset.intrinsics_source
         if p["publish_camera_info"] and dataset.intrinsics is None:
-            camera_note = f"no camera_info ({dataset.folder}/intrinsics.json absent)"
+            camera_note = (
+                f"no camera_info ({dataset.folder} has no intrinsics.json or dino_par.txt, and "
+                f"{dataset.format} has no published calibration)"
+            )
         elif self._camera_info is None:
             camera_note = "no camera_info (publish_camera_info is false)"
         else:
             i = dataset.intrinsics
-            camera_note = f"camera_info {i.width}x{i.height} fx {i.fx:g} fy {i.fy:g}"
+            camera_note = (
+                f"camera_info {i.width}x{i.height} fx {i.fx:g} fy {i.fy:g} from "
+                f"{dataset.intrinsics_source}"
+            )
         self.get_logger().info(
             f"dataset_player: {len(frames)} frame(s) of {dataset.format} split '{p['split']}'"
             f" in {dataset.folder} at {p['rate_hz']:g} Hz"
@@ -212,7 +224,11 @@ class DatasetPlayerNode(Node):
             (
                 "publish_camera_info",
                 True,
-                _descriptor("Publish camera_info when the dataset has intrinsics.json.", B),
+                _descriptor(
+                    "Publish camera_info when the dataset has intrinsics (intrinsics.json,"
+                    " dino_par.txt, 7-Scenes' published calibration).",
+                    B,
+                ),
             ),
             (
                 "stamp_mode",
@@ -404,7 +420,8 @@ class DatasetPlayerNode(Node):
             )
             if hint:
                 self.get_logger().warning(hint)
-        self.image_pub.publish(image)
+        # camera_info first: a node matching the image to its camera_info by stamp then has
+        # it when the image arrives (the relocalizer publishes the prior alone otherwise).
         if self.info_pub is not None:
             info = self._camera_info
             if (info.width, info.height) == (image.width, image.height):
@@ -416,9 +433,11 @@ class DatasetPlayerNode(Node):
                 if allow:
                     self.get_logger().error(
                         f"{item.frame.image_path} is {image.width}x{image.height} but"
-                        f" intrinsics.json is for {info.width}x{info.height}: camera_info not"
-                        f" published for it ({self._info_skipped} frame(s) so far)"
+                        f" {self._camera_source} is for {info.width}x{info.height}:"
+                        f" camera_info not published for it ({self._info_skipped} frame(s) so"
+                        " far)"
                     )
+        self.image_pub.publish(image)
         self.ground_truth_pub.publish(pose)
         self.published += 1
 

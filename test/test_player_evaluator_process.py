@@ -147,8 +147,11 @@ def quat_world_camera(i: int) -> np.ndarray:
     return t3q.axangle2quat([0.2, 1.0, 0.1], 0.4 * i + 0.1)
 
 
-def make_dataset(root: Path, frames: int = FRAMES, timestamps: bool = True) -> Path:
-    """A Cambridge dataset: PNGs, dataset_test.txt, intrinsics.json, poses_test.csv."""
+def make_dataset(
+    root: Path, frames: int = FRAMES, timestamps: bool = True, camera: str = "intrinsics.json"
+) -> Path:
+    """A Cambridge dataset: PNGs, dataset_test.txt, poses_test.csv and the camera in
+    ``camera``: intrinsics.json, or dino_par.txt (Middlebury's per-image K [R|t] rows)."""
     (root / "images").mkdir(parents=True)
     lines = ["Visual Landmark Dataset V1", "ImageFile, Camera Position [X Y Z W P Q R]", ""]
     rows = ["image,timestamp_s,x_m,y_m,z_m,qw,qx,qy,qz"]
@@ -165,8 +168,17 @@ def make_dataset(root: Path, frames: int = FRAMES, timestamps: bool = True) -> P
     (root / "dataset_test.txt").write_text("\n".join(lines) + "\n")
     if timestamps:
         (root / "poses_test.csv").write_text("\n".join(rows) + "\n")
-    intrinsics = {"fx": 30.0, "fy": 31.0, "cx": 15.5, "cy": 11.5, "width": 32, "height": 24}
-    (root / "intrinsics.json").write_text(json.dumps(intrinsics))
+    if camera == "intrinsics.json":
+        intrinsics = {"fx": 30.0, "fy": 31.0, "cx": 15.5, "cy": 11.5, "width": 32, "height": 24}
+        (root / "intrinsics.json").write_text(json.dumps(intrinsics))
+    else:
+        k_r_t = "30 0 15.5 0 31 11.5 0 0 1  1 0 0 0 1 0 0 0 1  0 0 1"
+        par = [
+            "imgname.png k11 k12 k13 k21 k22 k23 k31 k32 k33 r11 r12 r13 r21 r22 r23 r31 r32"
+            " r33 t1 t2 t3"
+        ]
+        par += [f"frame{i:02d}.png {k_r_t}" for i in range(frames)]
+        (root / camera).write_text("\n".join(par) + "\n")
     return root
 
 
@@ -225,10 +237,12 @@ def _fail(message: str, *procs: RosProcess) -> None:
 
 
 @pytest.mark.parametrize(
-    "case, player_params, evaluator_params, offset_m, offset_deg",
+    "case, camera, player_params, evaluator_params, offset_m, offset_deg",
     [
         pytest.param(
-            "perfect relocalizer, clock stamps, rgb8, ends after expected_count",
+            "perfect relocalizer, clock stamps, rgb8, ends after expected_count, camera_info "
+            "from Middlebury's dino_par.txt",
+            "dino_par.txt",
             {"stamp_mode": "now", "encoding": "rgb8"},
             {"expected_count": FRAMES},
             (0.0, 0.0, 0.0),
@@ -237,6 +251,7 @@ def _fail(message: str, *procs: RosProcess) -> None:
         ),
         pytest.param(
             "known offset, dataset stamps, bgr8, ends when idle",
+            "intrinsics.json",
             {"stamp_mode": "dataset", "encoding": "bgr8", "publish_camera_info": False},
             {"idle_timeout_s": 1.0},
             (0.3, -0.4, 0.0),
@@ -246,9 +261,9 @@ def _fail(message: str, *procs: RosProcess) -> None:
     ],
 )
 def test_player_relocalizer_evaluator(
-    tmp_path, case, player_params, evaluator_params, offset_m, offset_deg
+    tmp_path, case, camera, player_params, evaluator_params, offset_m, offset_deg
 ):
-    dataset = make_dataset(tmp_path / "scene")
+    dataset = make_dataset(tmp_path / "scene", camera=camera)
     output_dir = tmp_path / "eval"
     domain = next_domain_id()
     offset_quat = t3q.axangle2quat([0.0, 0.0, 1.0], math.radians(offset_deg))
@@ -319,6 +334,9 @@ def test_player_relocalizer_evaluator(
         assert stamp_ns(info) in by_stamp
         assert (info.width, info.height, info.distortion_model) == (32, 24, "plumb_bob")
         assert list(info.k) == [30.0, 0.0, 15.5, 0.0, 31.0, 11.5, 0.0, 0.0, 1.0]
+        assert list(info.d) == [0.0] * 5
+    if relocalizer.infos:
+        assert f"camera_info 32x24 fx 30 fy 31 from {camera}" in player.output
     assert f"done: published {FRAMES} of {FRAMES} frame(s)" in player.output
 
     # The evaluator: every frame matched, with exactly the injected error.

@@ -13,7 +13,7 @@ import numpy as np
 
 from posenet_core.errors import DatasetError
 
-__all__ = ["read_rgb"]
+__all__ = ["image_size", "read_rgb"]
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -32,3 +32,10 @@ def read_rgb(path: Path) -> np.ndarray:
             f"{path}: cannot read image (not a readable image: it cannot be decoded)"
         )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of the image file (decoded by :func:`read_rgb`: DatasetError naming
+    the file when it cannot be read)."""
+    height, width = read_rgb(path).shape[:2]
+    return width, height

@@ -51,7 +51,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
 import tempfile
 import zipfile
@@ -63,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from posenet_core.datasets.intrinsics import CameraIntrinsics
 from posenet_core.errors import PoseNetError
 from posenet_core.features import FeatureConfig, FeatureError
 
@@ -114,81 +114,9 @@ class MapFileError(PoseNetError):
     """
 
 
-@dataclass(frozen=True)
-class MapCamera:
-    """The mapping camera: pinhole intrinsics (OpenCV pixel convention) and image size."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    distortion: tuple[float, ...] = ()
-
-    @property
-    def K(self) -> np.ndarray:  # noqa: N802 - the usual name of the camera matrix
-        """3x3 camera matrix."""
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "width": self.width,
-            "height": self.height,
-            "fx": self.fx,
-            "fy": self.fy,
-            "cx": self.cx,
-            "cy": self.cy,
-            "distortion": list(self.distortion),
-        }
-
-    @classmethod
-    def from_dict(cls, data: object, where: str) -> MapCamera:
-        if not isinstance(data, dict):
-            raise MapFileError(f"{where}: 'camera' must be an object, got {type(data).__name__}")
-        missing = [k for k in ("width", "height", "fx", "fy", "cx", "cy") if k not in data]
-        if missing:
-            raise MapFileError(f"{where}: 'camera' lacks {', '.join(missing)}")
-        for key in ("width", "height"):
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MapFileError(
-                    f"{where}: camera {key} must be a positive integer, got {value!r}"
-                )
-        numbers = {}
-        for key in ("fx", "fy", "cx", "cy"):
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise MapFileError(f"{where}: camera {key} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise MapFileError(f"{where}: camera {key} must be finite, got {value!r}")
-            numbers[key] = float(value)
-        if numbers["fx"] <= 0 or numbers["fy"] <= 0:
-            raise MapFileError(
-                f"{where}: camera fx, fy must be > 0, got {numbers['fx']}, {numbers['fy']}"
-            )
-        distortion = data.get("distortion", [])
-        if (
-            not isinstance(distortion, list)
-            or len(distortion) not in (0, 4, 5, 8)
-            or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in distortion
-            )
-        ):
-            raise MapFileError(
-                f"{where}: camera distortion must be 0, 4, 5 or 8 finite numbers (OpenCV order),"
-                f" got {distortion!r}"
-            )
-        return cls(
-            int(data["width"]),
-            int(data["height"]),
-            numbers["fx"],
-            numbers["fy"],
-            numbers["cx"],
-            numbers["cy"],
-            tuple(float(v) for v in distortion),
-        )
+MapCamera = CameraIntrinsics
+"""The mapping camera: :class:`posenet_core.datasets.CameraIntrinsics` (the one intrinsics class
+of the project; this name is kept for the map file's readers)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -472,7 +400,7 @@ def read_map(path: str | os.PathLike) -> SiteMap:
     except (FeatureError, TypeError) as exc:
         raise _fail(path, f"meta_json feature: {exc}") from None
     try:
-        camera = MapCamera.from_dict(meta.get("camera"), "meta_json")
+        camera = CameraIntrinsics.from_dict(meta.get("camera"), "meta_json", MapFileError)
     except MapFileError as exc:
         raise _fail(path, str(exc)) from None
     reserved = {

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import transforms3d.quaternions as t3q
 
-from posenet_core.datasets import PoseRecord as DatasetFrame
 from posenet_core.datasets import (
+    CameraIntrinsics,
+    dataset_intrinsics,
     detect_format,
     load_split,
     parse_dataset_spec,
@@ -21,7 +22,9 @@ from posenet_core.datasets import (
     read_intrinsics,
     read_poses_csv,
 )
+from posenet_core.datasets import PoseRecord as DatasetFrame
 from posenet_core.datasets.cambridge import read_cambridge_file as read_cambridge_split
+from posenet_core.datasets.intrinsics import SEVENSCENES_INTRINSICS
 from posenet_core.datasets.sevenscenes import read_pose_file as read_sevenscenes_pose
 from posenet_core.errors import DatasetError
 from posenet_core.geometry import project_points, project_points_krt
@@ -146,7 +149,8 @@ def test_cambridge_timestamps_and_intrinsics(tmp_path):
     assert [f.timestamp_s for f in dataset.frames] == [0.0, 0.1, 0.2, 0.30000000000000004]
     i = dataset.intrinsics
     assert (i.width, i.height, i.fx, i.fy, i.cx, i.cy) == (32, 24, 100.0, 101.5, 15.5, 11.5)
-    assert i.distortion == (0.0,) * 5
+    assert i.distortion == () and i.dist_coeffs is None
+    assert dataset.intrinsics_source == "intrinsics.json"
     np.testing.assert_array_equal(i.K, [[100, 0, 15.5], [0, 101.5, 11.5], [0, 0, 1]])
 
 
@@ -298,7 +302,11 @@ def test_intrinsics_with_distortion(tmp_path):
         (json.dumps({**GOOD_INTRINSICS, "width": 640.5}), "width must be a whole number"),
         (json.dumps({**GOOD_INTRINSICS, "height": 0}), "height must be a whole number >= 1"),
         ('{"fx": NaN}', "fx must be finite"),
-        (json.dumps({**GOOD_INTRINSICS, "distortion": [0, 0]}), "distortion must be 5"),
+        (json.dumps({**GOOD_INTRINSICS, "distortion": [0, 0]}), "distortion must be 0, 4, 5 or 8"),
+        (
+            json.dumps({**GOOD_INTRINSICS, "distortion_model": "equidistant"}),
+            "distortion_model 'equidistant' is not supported; allowed: none, plumb_bob",
+        ),
     ],
 )
 def test_malformed_intrinsics(tmp_path, content, message):
@@ -313,6 +321,82 @@ def test_malformed_intrinsics_fails_the_dataset(tmp_path):
     make_cambridge(tmp_path)
     (tmp_path / "intrinsics.json").write_text("{}")
     with pytest.raises(DatasetError, match="intrinsics.json: key 'fx' missing"):
+        read_dataset(tmp_path, "test")
+
+
+def write_par(path: Path, k: str = "90 0 3.5 0 91 2.5 0 0 1", rows: int = 2, first=None):
+    """A Middlebury camera file: a header line, then ``name k11..k33 r11..r33 t1 t2 t3``."""
+    lines = [first if first is not None else "imgname.png k11 k12 k13 ... t3"]
+    lines += [f"seq1/frame{i:03d}.png {k} 1 0 0 0 1 0 0 0 1 0 0 1" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "files, source, fx",
+    [
+        ((), "", None),
+        (("intrinsics.json",), "intrinsics.json", 100.0),
+        (("dino_par.txt",), "dino_par.txt", 90.0),
+        (("dino_par.txt", "intrinsics.json"), "intrinsics.json", 100.0),
+    ],
+)
+def test_the_camera_of_a_dataset(tmp_path, files, source, fx):
+    """What the player publishes, the map builder maps with and evaluation refines with."""
+    make_cambridge(tmp_path)
+    if "intrinsics.json" in files:
+        (tmp_path / "intrinsics.json").write_text(json.dumps({**GOOD_INTRINSICS, "fx": 100.0}))
+    if "dino_par.txt" in files:
+        write_par(tmp_path / "dino_par.txt")
+    dataset = read_dataset(tmp_path, "test")
+    assert dataset.intrinsics_source == source
+    if fx is None:
+        assert dataset.intrinsics is None
+        with pytest.raises(DatasetError, match="no intrinsics found.*intrinsics.json"):
+            dataset_intrinsics(tmp_path, "test")
+        return
+    assert dataset.intrinsics.fx == fx
+    if source == "dino_par.txt":  # no size in the file: the images' (8x6)
+        assert dataset.intrinsics == CameraIntrinsics(8, 6, 90.0, 91.0, 3.5, 2.5)
+        assert dataset_intrinsics(tmp_path, "test") == (dataset.intrinsics, source)
+    else:  # intrinsics.json says 640x480, the images are 8x6
+        with pytest.raises(DatasetError, match="640x480 images but the test images are 8x6"):
+            dataset_intrinsics(tmp_path, "test")
+
+
+def test_sevenscenes_has_its_published_camera(tmp_path):
+    make_sevenscenes(tmp_path)
+    dataset = read_dataset(tmp_path, "train")
+    assert dataset.intrinsics == SEVENSCENES_INTRINSICS
+    assert dataset.intrinsics_source == "7-Scenes published calibration"
+
+
+@pytest.mark.parametrize(
+    "k, first, message",
+    [
+        ("90 0 3.5 0 91 2.5 0 0", None, ":2: expected 'name k11..k33 r11..r33 t1 t2 t3'"),
+        ("90 0 3.5 0 x 2.5 0 0 1", None, ":2: K is not numeric"),
+        ("90 1 3.5 0 91 2.5 0 0 1", None, "is not an upper-triangular pinhole matrix"),
+        ("-90 0 3.5 0 91 2.5 0 0 1", None, "is not an upper-triangular pinhole matrix"),
+        ("90 0 3.5 0 91 2.5 0 0 1", "2", None),  # the original files' count line
+    ],
+)
+def test_malformed_middlebury_camera(tmp_path, k, first, message):
+    make_cambridge(tmp_path)
+    write_par(tmp_path / "dino_par.txt", k, first=first)
+    if message is None:
+        assert read_dataset(tmp_path, "test").intrinsics.fx == 90.0
+        return
+    with pytest.raises(DatasetError, match=message) as info:
+        read_dataset(tmp_path, "test")
+    assert "dino_par.txt" in str(info.value)
+
+
+def test_middlebury_camera_with_two_matrices(tmp_path):
+    make_cambridge(tmp_path)
+    write_par(tmp_path / "dino_par.txt")
+    with (tmp_path / "dino_par.txt").open("a") as f:
+        f.write("x.png 80 0 3.5 0 91 2.5 0 0 1 1 0 0 0 1 0 0 0 1 0 0 1\n")
+    with pytest.raises(DatasetError, match="2 different camera matrices; expected one"):
         read_dataset(tmp_path, "test")
 
 
@@ -365,6 +449,15 @@ def test_poses_csv_reader_returns_rows(tmp_path):
 
 
 # ------------------------------------------------------------------------ middlebury dino
+
+
+def test_dino_camera_is_dino_par_txt(dino):
+    """The player's camera_info, the map's camera and evaluation's K of the dino: one K."""
+    expected = CameraIntrinsics(640, 480, 3310.4, 3325.5, 316.73, 200.55)
+    for split in ("train", "test"):
+        dataset = read_dataset(dino, split)
+        assert (dataset.intrinsics, dataset.intrinsics_source) == (expected, "dino_par.txt")
+        assert dataset_intrinsics(dino, split) == (expected, "dino_par.txt")
 
 
 def test_dino_matches_original_calibration(dino):

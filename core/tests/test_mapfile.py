@@ -200,7 +200,7 @@ def test_camera_matrix():
     np.testing.assert_array_equal(cam.K, [[500, 0, 320], [0, 510, 240], [0, 0, 1]])
     assert MapCamera.from_dict(cam.to_dict(), "x") == cam
     with pytest.raises(MapFileError, match="distortion"):
-        MapCamera.from_dict({**cam.to_dict(), "distortion": [0.1, 0.2]}, "x")
+        MapCamera.from_dict({**cam.to_dict(), "distortion": [0.1, 0.2]}, "x", MapFileError)
 
 
 def test_npz_written_by_numpy_is_a_plain_zip(tmp_path, small_map):

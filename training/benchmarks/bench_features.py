@@ -36,7 +36,7 @@ import numpy as np
 
 from posenet_core.features import FeatureConfig, extract_features, match_descriptors
 from posenet_train import map as map_step
-from posenet_train.datasets import load_split
+from posenet_train.datasets import dataset_intrinsics, load_split
 from posenet_train.geometry import pose_to_matrix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     images = [_read(r.image_path) for r in records]
     poses = [pose_to_matrix(r.position_m, r.quat_wxyz) for r in records]
     first = images[0].shape
-    camera, _ = map_step.resolve_camera(args.dataset, (first[1], first[0]))
+    camera, _ = dataset_intrinsics(args.dataset)
     print(
         f"dataset {args.dataset} ({first[1]}x{first[0]}), OpenCV threads {args.threads}, "
         f"load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M')}"

@@ -22,6 +22,17 @@ within 5 cm/5 deg, 25 cm/2 deg, 50 cm/5 deg, 5 m/10 deg), ``predictions.csv`` (p
 ``error_cdf.png``. An existing evaluation with the same configuration is reused; a different one
 is an error unless ``--overwrite``.
 
+Refinement. ``--map MAP`` (a map file of this dataset, ``posenet_train.map``) also refines each
+prediction against the map exactly as the node does (:func:`refine_poses`: the same refiner and
+default ``refine.*`` settings, the full frame, the dataset's intrinsics - what ``dataset_player``
+publishes as camera_info - or ``--intrinsics JSON``) and reports prior and refined side by side:
+medians and threshold shares of the prior, of what the node publishes (refined where refinement
+succeeded, else the prior), of the refined frames alone, the refined share and the failures by
+reason (``summary["refinement"]``, printed as a table), with ``refined_predictions.csv``,
+``refined_error_cdf.png`` (prior vs refined, log scale) and ``refined_trajectory.png``. A
+missing or corrupt map, or one of another dataset, version or scene frame, is an error naming
+the value and what is allowed (exit status 2).
+
 Uncertainty. A model with an uncertainty head (``--model-arg uncertainty=True``, trained with
 ``--loss nll``; or its format 2 model file) predicts per-image variances; the summary then says
 how well they describe the actual errors (``uncertainty.head``): the share of test frames inside
@@ -45,11 +56,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +73,18 @@ from torch import nn
 from tqdm import tqdm
 
 from posenet_core.cli import positive_int, run_main
-from posenet_core.contract import UNCERTAINTY_KEY, ModelInfo, parse_metadata
-from posenet_core.datasets import SPLITS, PoseRecord
+from posenet_core.contract import (
+    KEY_DATASET_FINGERPRINT,
+    UNCERTAINTY_KEY,
+    ModelInfo,
+    parse_metadata,
+)
+from posenet_core.datasets import SPLITS, CameraIntrinsics, PoseRecord
 from posenet_core.errors import ModelFileError
 from posenet_core.geometry import (
     average_quaternions,
+    matrix_to_pose,
+    pose_to_matrix,
     quat_canonical,
     quat_conjugate,
     quat_multiply,
@@ -73,10 +92,18 @@ from posenet_core.geometry import (
     quat_to_rotvec,
 )
 from posenet_core.images import read_rgb
+from posenet_core.mapfile import (
+    MapFileError,
+    SiteMap,
+    check_compatible,
+    read_map,
+    split_fingerprint,
+)
 from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
-from posenet_core.plots import figure, plot_error_cdfs, save_figure
+from posenet_core.plots import figure, plot_error_cdf_curves, plot_error_cdfs, save_figure
 from posenet_core.preprocess import center_crop, crop, resize_shorter
-from posenet_train.datasets import load_split
+from posenet_core.refine import FAILURE_REASONS, Refiner, RefinerConfig
+from posenet_train.datasets import dataset_intrinsics, load_split, parse_dataset_spec
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.preprocess import DENSE_CROPS, dense_crop_offsets
 
@@ -86,11 +113,13 @@ __all__ = [
     "McDropoutPrediction",
     "NN_DESCRIPTOR_WH",
     "OnnxContract",
+    "RefinedPoses",
     "calibration_report",
     "chi3_cdf",
     "cli",
     "compare_uncertainties",
     "global_descriptor",
+    "load_refinement_map",
     "main",
     "mc_dropout_predict",
     "nearest_neighbour_baseline",
@@ -100,7 +129,10 @@ __all__ = [
     "predict",
     "predict_onnx",
     "predict_with",
+    "print_refinement",
     "read_onnx_contract",
+    "refine_poses",
+    "refinement_report",
     "spearman",
     "summarize",
 ]
@@ -449,6 +481,159 @@ def nearest_neighbour_baseline(
     positions = np.stack([train_records[i].position_m for i in index])
     quats = np.stack([train_records[i].quat_wxyz for i in index])
     return positions, quats, index
+
+
+# ------------------------------------------------------------------------------- refinement
+
+
+@dataclass(frozen=True)
+class RefinedPoses:
+    """The node's output per frame with a map: the refined pose where refinement succeeded,
+    else the prior (``position_m`` (N,3), ``quat_wxyz`` (N,4)); ``refined`` (N,) which were
+    refined, ``failure`` the reason of each that was not ("" where refined), ``inliers`` (N,)
+    PnP inliers, ``time_s`` (N,) wall time of each refinement."""
+
+    position_m: np.ndarray
+    quat_wxyz: np.ndarray
+    refined: np.ndarray
+    failure: tuple[str, ...]
+    inliers: np.ndarray
+    time_s: np.ndarray
+
+
+def load_refinement_map(
+    map_path: str | Path, dataset: str | Path, split: str = "train"
+) -> SiteMap:
+    """Read the map file and check it is the map of ``dataset``: built from this dataset
+    (its folder's name, as ``posenet_train.map`` records it) and from this version of its
+    training split (the fingerprint). MapFileError names the file, the value and what is
+    allowed: the map ``posenet_train.map`` builds from this dataset."""
+    site_map = read_map(map_path)  # MapFileError: missing, corrupt, newer version...
+    _, folder = parse_dataset_spec(str(dataset))
+    name = folder.resolve().name or str(folder)
+    how = f"build it with 'python -m posenet_train.map --dataset {dataset} --output MAP'"
+    if site_map.dataset != name:
+        raise MapFileError(
+            f"map file {map_path}: built from dataset {site_map.dataset!r}, but --dataset is "
+            f"{name!r}; allowed: a map of {name!r} ({how})"
+        )
+    fingerprint = split_fingerprint(load_split(dataset, split), folder)
+    if site_map.dataset_fingerprint != fingerprint:
+        raise MapFileError(
+            f"map file {map_path}: dataset fingerprint {site_map.dataset_fingerprint[:12]}... "
+            f"differs from {fingerprint[:12]}..., this copy of {name!r}'s {split} split (another "
+            f"version of the dataset); allowed: a map of this copy ({how})"
+        )
+    return site_map
+
+
+def refine_poses(
+    site_map: SiteMap,
+    records: Sequence[PoseRecord],
+    prior_position_m: np.ndarray,
+    prior_quat_wxyz: np.ndarray,
+    intrinsics: CameraIntrinsics,
+    *,
+    config: RefinerConfig | None = None,
+    opencv_threads: int = 1,
+    progress: bool = False,
+) -> RefinedPoses:
+    """Refine each record's prior against the map exactly as the node does.
+
+    The node's refine worker: :class:`posenet_core.refine.Refiner` with the node's defaults
+    (``RefinerConfig()``, what ``refine.*`` defaults to), the full RGB frame, the camera's K and
+    distortion (the dataset's intrinsics, which ``dataset_player`` publishes as camera_info),
+    OpenCV on ``opencv_threads`` threads (``refine.opencv_threads``). A frame whose size differs
+    from the intrinsics' is an error (the node would skip it: ``camera_info_size``).
+    """
+    refiner = Refiner(site_map, config if config is not None else RefinerConfig())
+    K, dist = intrinsics.K, intrinsics.dist_coeffs
+    count = len(records)
+    position = np.array(prior_position_m, dtype=np.float64).reshape(count, 3)
+    quat = np.array(prior_quat_wxyz, dtype=np.float64).reshape(count, 4)
+    refined = np.zeros(count, dtype=bool)
+    inliers = np.zeros(count, dtype=np.int64)
+    time_s = np.zeros(count)
+    failure: list[str] = []
+    threads_before = cv2.getNumThreads()
+    cv2.setNumThreads(int(opencv_threads))
+    try:
+        for i, record in enumerate(tqdm(records, desc="refine", unit="img", disable=not progress)):
+            rgb = read_rgb(record.image_path)
+            if rgb.shape[:2] != (intrinsics.height, intrinsics.width):
+                raise PoseNetTrainError(
+                    f"{record.image_path} is {rgb.shape[1]}x{rgb.shape[0]} but the camera "
+                    f"intrinsics are for {intrinsics.width}x{intrinsics.height} images"
+                )
+            prior_T = pose_to_matrix(position[i], quat[i])
+            result = refiner.refine(rgb, K, prior_T, dist_coeffs=dist)
+            inliers[i], time_s[i] = result.num_inliers, result.time_s
+            if result.success:
+                refined[i] = True
+                position[i], quat[i] = matrix_to_pose(result.T_world_camera)
+                failure.append("")
+            else:
+                failure.append(result.failure)
+    finally:
+        cv2.setNumThreads(threads_before)
+    quat = np.where(quat[:, :1] < 0.0, -quat, quat)
+    return RefinedPoses(position, quat, refined, tuple(failure), inliers, time_s)
+
+
+def refinement_report(
+    refined: RefinedPoses,
+    prior_t_err: np.ndarray,
+    prior_r_err: np.ndarray,
+    refined_t_err: np.ndarray,
+    refined_r_err: np.ndarray,
+) -> dict:
+    """The prior beside the refinement: ``published`` (statistics of what the node publishes:
+    refined where refined, else the prior), ``refined_only`` / ``prior_on_refined`` (the
+    refined frames' errors, and their priors'), ``refined_count``, ``refined_share``,
+    ``failures`` (count per reason, every reason listed), median inliers and refine time."""
+    mask = refined.refined
+    failures = dict.fromkeys(FAILURE_REASONS, 0)
+    for reason in refined.failure:
+        if reason:
+            failures[reason] = failures.get(reason, 0) + 1
+    count = len(mask)
+    return {
+        "refined_count": int(mask.sum()),
+        "refined_share": float(mask.mean()) if count else 0.0,
+        "failures": failures,
+        "published": error_statistics(refined_t_err, refined_r_err),
+        "refined_only": error_statistics(refined_t_err[mask], refined_r_err[mask]),
+        "prior_on_refined": error_statistics(prior_t_err[mask], prior_r_err[mask]),
+        "median_inliers": float(np.median(refined.inliers[mask])) if mask.any() else None,
+        "median_refine_ms": float(np.median(refined.time_s)) * 1e3 if count else None,
+    }
+
+
+def _write_refined_csv(
+    path: Path,
+    records: Sequence[PoseRecord],
+    refined: RefinedPoses,
+    t_err: np.ndarray,
+    r_err: np.ndarray,
+    prior_t_err: np.ndarray,
+    prior_r_err: np.ndarray,
+) -> None:
+    """One row per image: what the node publishes for it, and the prior's errors beside."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["image", "source", "failure", "inliers", "refine_ms"]
+            + ["x_m", "y_m", "z_m", "qw", "qx", "qy", "qz"]
+            + ["translation_error_m", "rotation_error_deg"]
+            + ["prior_translation_error_m", "prior_rotation_error_deg"]
+        )
+        for i, record in enumerate(records):
+            writer.writerow(
+                [str(record.image_path), "refined" if refined.refined[i] else "prior"]
+                + [refined.failure[i], int(refined.inliers[i]), f"{refined.time_s[i] * 1e3:.1f}"]
+                + [f"{v:.9g}" for v in (*refined.position_m[i], *refined.quat_wxyz[i])]
+                + [f"{v:.9g}" for v in (t_err[i], r_err[i], prior_t_err[i], prior_r_err[i])]
+            )
 
 
 # ------------------------------------------------------------------------------ uncertainty
@@ -800,9 +985,17 @@ def plot_uncertainty(
 
 
 def plot_trajectory(
-    gt_position_m: np.ndarray, pred_position_m: np.ndarray, path: Path, title: str = ""
+    gt_position_m: np.ndarray,
+    pred_position_m: np.ndarray,
+    path: Path,
+    title: str = "",
+    *,
+    pred_label: str = "prediction",
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Top view PNG: ground-truth and predicted centres, a line joining each pair.
+    """Top view PNG: ground-truth and predicted centres, a line joining each pair; ``extra``
+    (label -> centres (N,3)) adds more predictions of the same frames (e.g. refined beside the
+    prior), each joined to its ground truth too.
 
     The view plane is spanned by the two principal axes of the ground-truth centres (the top
     view for a ground-level trajectory, whatever the dataset's up axis is).
@@ -821,7 +1014,14 @@ def plot_trajectory(
         LineCollection(np.stack([gt_2d, pred_2d], axis=1), colors="0.6", linewidths=0.6)
     )
     ax.scatter(gt_2d[:, 0], gt_2d[:, 1], s=9, c="tab:green", label="ground truth", zorder=3)
-    ax.scatter(pred_2d[:, 0], pred_2d[:, 1], s=9, c="tab:red", label="prediction", zorder=3)
+    ax.scatter(pred_2d[:, 0], pred_2d[:, 1], s=9, c="tab:red", label=pred_label, zorder=3)
+    colours = ("tab:blue", "tab:purple", "tab:orange")
+    for (name, positions), colour in zip((extra or {}).items(), colours, strict=False):
+        other_2d = (np.asarray(positions, dtype=np.float64).reshape(-1, 3) - mean) @ axes
+        ax.add_collection(
+            LineCollection(np.stack([gt_2d, other_2d], axis=1), colors=colour, linewidths=0.4)
+        )
+        ax.scatter(other_2d[:, 0], other_2d[:, 1], s=6, c=colour, label=name, zorder=4)
     ax.set_xlabel("principal axis 1 of ground-truth centres (m)")
     ax.set_ylabel("principal axis 2 (m)")
     ax.set_aspect("equal", adjustable="datalim")
@@ -901,6 +1101,8 @@ def main(
     progress: bool = True,
     mc_dropout: int = 0,
     mc_seed: int = 0,
+    map_path: str | Path | None = None,
+    intrinsics: str | Path | None = None,
 ) -> dict:
     """Evaluate one model (or the baseline) on ``split`` of ``dataset``; returns the summary.
 
@@ -917,6 +1119,15 @@ def main(
     covariance against the errors of the sample mean, ``["agreement"]`` compares it with the
     head's, and ``uncertainty_mc_dropout.png`` plots it. The other numbers stay those of the
     deterministic prediction (dropout off), the one the node publishes.
+
+    Refinement: with ``map_path`` (a map file of this dataset, ``posenet_train.map``) each
+    prediction is the prior of the node's refinement (:func:`refine_poses`: the node's refiner
+    and defaults, the dataset's intrinsics or the ``intrinsics`` JSON). The top-level numbers
+    stay the prior's; ``summary["refinement"]`` (:func:`refinement_report`) holds the refined
+    side, and ``refined_predictions.csv``, ``refined_error_cdf.png`` (prior vs refined) and
+    ``refined_trajectory.png`` are written. A missing, corrupt or foreign map (another dataset,
+    another version of it, another scene frame than the model file's) raises MapFileError
+    before any prediction.
     """
     modes = {"checkpoint": checkpoint, "onnx": onnx, "baseline": baseline}
     chosen = [name for name, value in modes.items() if value is not None]
@@ -951,6 +1162,17 @@ def main(
     for label, value in (("checkpoint", checkpoint), ("onnx", onnx)):
         if value is not None and not Path(value).is_file():
             raise PoseNetTrainError(f"{label} file not found: {value}")
+    if intrinsics is not None and map_path is None:
+        raise PoseNetTrainError("intrinsics are for refinement: give a map too (--map)")
+    site_map = camera = None
+    if map_path is not None:
+        if baseline is not None or dense:
+            raise PoseNetTrainError(
+                "--map refines the node's prior: give --checkpoint or --onnx, without --dense "
+                f"(got {'--baseline' if baseline is not None else '--dense'})"
+            )
+        site_map = load_refinement_map(map_path, dataset)
+        camera = dataset_intrinsics(dataset, split, override=intrinsics)
     if num_threads:
         torch.set_num_threads(int(num_threads))
 
@@ -967,6 +1189,12 @@ def main(
         config["baseline"] = baseline
     if mc_dropout:  # only when used, so earlier evaluations' configurations still match
         config["mc_dropout"] = {"samples": int(mc_dropout), "seed": int(mc_seed)}
+    if site_map is not None:  # likewise
+        config["map"] = {
+            **_file_identity(Path(map_path)),
+            "refiner": dataclasses.asdict(RefinerConfig()),
+            "intrinsics": camera[0].to_dict(),
+        }
     if summary_path.is_file() and not overwrite:
         try:
             previous = json.loads(summary_path.read_text(encoding="utf-8"))
@@ -1029,6 +1257,14 @@ def main(
             with_uncertainty=True,
         )
         extra = {"resize_shorter": contract.resize_shorter, "crop_hw": list(contract.input_hw)}
+        if site_map is not None:  # the node's start-up check of its map against its model
+            check_compatible(
+                site_map,
+                scene_frame=contract.scene_frame or None,
+                dataset=contract.dataset,
+                dataset_fingerprint=contract.metadata.get(KEY_DATASET_FINGERPRINT) or None,
+                where=f"map file {map_path} with model {onnx}",
+            )
     else:
         train_records = load_split(dataset, "train")
         position, quat, index = nearest_neighbour_baseline(
@@ -1099,11 +1335,49 @@ def main(
             output / files["uncertainty_mc_dropout_plot"],
             f"{label}: MC dropout ({mc.samples} samples) sigma vs error of the sample mean",
         )
+    refinement: dict = {}
+    if site_map is not None:
+        refined = refine_poses(site_map, records, position, quat, camera[0], progress=progress)
+        ref_t, ref_r = pose_errors(refined.position_m, refined.quat_wxyz, gt_position, gt_quat)
+        refinement = {
+            "map": str(map_path),
+            "map_summary": site_map.summary(),
+            "intrinsics_source": camera[1],
+            **refinement_report(refined, t_err, r_err, ref_t, ref_r),
+        }
+        _write_refined_csv(
+            output / "refined_predictions.csv", records, refined, ref_t, ref_r, t_err, r_err
+        )
+        published = refinement["published"]
+        refined_title = (
+            f"{label}: prior {summary['median_translation_m']:.3g} m, "
+            f"{summary['median_rotation_deg']:.3g} deg; refined ({refinement['refined_share']:.0%}"
+            f" of frames) {published['median_translation_m']:.3g} m, "
+            f"{published['median_rotation_deg']:.3g} deg"
+        )
+        plot_error_cdf_curves(
+            {"prior": (t_err, r_err), "refined, else prior (the node's output)": (ref_t, ref_r)},
+            output / "refined_error_cdf.png",
+            refined_title,
+            log_x=True,
+        )
+        plot_trajectory(
+            gt_position,
+            position,
+            output / "refined_trajectory.png",
+            refined_title,
+            pred_label="prior",
+            extra={"refined, else prior": refined.position_m},
+        )
+        files["refined_predictions"] = "refined_predictions.csv"
+        files["refined_error_cdf_plot"] = "refined_error_cdf.png"
+        files["refined_trajectory_plot"] = "refined_trajectory.png"
     result = {
         "config": config,
         **summary,
         **extra,
         **({"uncertainty": uncertainty} if uncertainty else {}),
+        **({"refinement": refinement} if refinement else {}),
         "files": files,
     }
     tmp_path = summary_path.with_name(summary_path.name + ".tmp")
@@ -1197,6 +1471,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--mc-seed", type=int, default=0, help="random seed of the MC dropout samples (0)"
     )
+    parser.add_argument(
+        "--map",
+        dest="map_path",
+        type=Path,
+        default=None,
+        metavar="MAP",
+        help="map file of this dataset (posenet_train.map): also refine each prediction against "
+        "it exactly as the node does (its refiner and default refine.* settings, the dataset's "
+        "intrinsics) and report prior and refined side by side, with refined_*.png plots",
+    )
+    parser.add_argument(
+        "--intrinsics",
+        type=Path,
+        default=None,
+        help="with --map: JSON with width, height, fx, fy, cx, cy [, distortion] (pixels) of the "
+        "images; default: the dataset's own (COLMAP camera, intrinsics.json, dino_par.txt, "
+        "7-Scenes' published calibration)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -1231,6 +1523,41 @@ def _print_calibration(name: str, report: dict) -> None:
         )
 
 
+def _statistics_row(name: str, s: dict) -> str:
+    if not s["count"]:
+        return f"| {name} | 0 |" + " - |" * (2 + len(THRESHOLDS))
+    shares = " | ".join(f"{100 * s[f'share_{t}']:.1f} %" for t, _, _ in THRESHOLDS)
+    return (
+        f"| {name} | {s['count']} | {s['median_translation_m']:.4f} | "
+        f"{s['median_rotation_deg']:.3f} | {shares} |"
+    )
+
+
+def print_refinement(result: dict) -> None:
+    """Prior and refined side by side (a Markdown table), refined share and failures."""
+    r = result["refinement"]
+    thresholds = " | ".join(
+        f"<= {m * 100:g} cm & {deg:g} deg" if m < 1 else f"<= {m:g} m & {deg:g} deg"
+        for _, m, deg in THRESHOLDS
+    )
+    print(f"\n| pose | frames | median m | median deg | {thresholds} |")
+    print("|---" * (4 + len(THRESHOLDS)) + "|")
+    print(_statistics_row("prior", result))
+    print(_statistics_row("refined, else prior (the node's output)", r["published"]))
+    print(_statistics_row("refined frames only", r["refined_only"]))
+    print(_statistics_row("their prior", r["prior_on_refined"]))
+    failures = {k: v for k, v in r["failures"].items() if v}
+    count = result["count"]
+    inliers = r["median_inliers"]
+    print(
+        f"refined {r['refined_count']} of {count} frames ({100 * r['refined_share']:.1f} %); "
+        f"not refined: {', '.join(f'{k} {v}' for k, v in failures.items()) or 'none'}; "
+        f"median {'-' if inliers is None else f'{inliers:.0f}'} inliers, "
+        f"{r['median_refine_ms']:.0f} ms per refinement; map {r['map']} ({r['map_summary']}), "
+        f"intrinsics from {r['intrinsics_source']}"
+    )
+
+
 def _print_summary(result: dict) -> None:
     keys = ["count", "median_translation_m", "median_rotation_deg", "mean_translation_m"]
     keys += ["mean_rotation_deg"] + [f"share_{name}" for name, _, _ in THRESHOLDS]
@@ -1240,6 +1567,8 @@ def _print_summary(result: dict) -> None:
     for name in ("head", "mc_dropout"):
         if name in result.get("uncertainty", {}):
             _print_calibration(name, result["uncertainty"][name])
+    if "refinement" in result:
+        print_refinement(result)
 
 
 def cli(argv: Sequence[str] | None = None) -> int:

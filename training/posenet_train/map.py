@@ -13,9 +13,10 @@ adjustment moves them), so the map is in the model's own scene frame.
 Steps:
 
 1. intrinsics of the mapping camera: ``--intrinsics JSON`` (the format ``posenet_train.sfm``
-   takes), else the dataset's own: its COLMAP camera (``sparse/0``, ``sparse`` or the folder),
-   ``intrinsics.json`` (the synthetic scene), ``dino_par.txt`` (middlebury), or 7-Scenes'
-   published calibration (f = 585, c = (320, 240));
+   takes), else the dataset's own, found as the player and evaluation find them
+   (:func:`posenet_core.datasets.dataset_intrinsics`): its COLMAP camera (``sparse/0``,
+   ``sparse`` or the folder), ``intrinsics.json`` (the synthetic scene), ``dino_par.txt``
+   (middlebury), or 7-Scenes' published calibration (f = 585, c = (320, 240));
 2. local features of every training image with the extractor the node will use
    (:mod:`posenet_core.features`; ``--feature``, ``--max-keypoints`` ...);
 3. image pairs from the known poses: each image with its ``--pairs-per-image`` nearest images
@@ -74,35 +75,21 @@ from posenet_core.mapfile import (
     split_fingerprint,
     write_map,
 )
-from posenet_train.datasets import detect_format, load_split, parse_dataset_spec
-from posenet_train.datasets.colmap import find_model_dir
+from posenet_train.datasets import dataset_intrinsics, load_split, parse_dataset_spec
 from posenet_train.errors import DatasetError, PoseNetTrainError
 
 __all__ = [
     "DESCRIPTOR_MODES",
     "MapBuildError",
     "MatchOptions",
-    "SEVENSCENES_CAMERA",
     "build_parser",
     "cli",
     "main",
     "point_descriptors",
-    "resolve_camera",
     "select_pairs",
 ]
 
-#: 7-Scenes' published RGB calibration (Shotton et al. 2013), 640x480.
-SEVENSCENES_CAMERA = MapCamera(640, 480, 585.0, 585.0, 320.0, 240.0)
 FEATURES_SUFFIX = ".features.npz"
-# COLMAP camera models whose parameters map onto OpenCV's pinhole + distortion.
-_COLMAP_MODELS = {
-    # name: (fx, fy, cx, cy, distortion) from the params list
-    "SIMPLE_PINHOLE": lambda p: (p[0], p[0], p[1], p[2], ()),
-    "PINHOLE": lambda p: (p[0], p[1], p[2], p[3], ()),
-    "SIMPLE_RADIAL": lambda p: (p[0], p[0], p[1], p[2], (p[3], 0.0, 0.0, 0.0)),
-    "RADIAL": lambda p: (p[0], p[0], p[1], p[2], (p[3], p[4], 0.0, 0.0)),
-    "OPENCV": lambda p: (p[0], p[1], p[2], p[3], tuple(p[4:8])),
-}
 
 
 class MapBuildError(PoseNetTrainError):
@@ -151,120 +138,6 @@ class MatchOptions:
                 raise MapBuildError(f"{name} must be a number, got {value!r}")
             if not low < value <= high:
                 raise MapBuildError(f"{name} must be in ({low}, {high}], got {value!r}")
-
-
-# ----------------------------------------------------------------------------- intrinsics
-
-
-def _camera_from_colmap(model_dir: Path) -> MapCamera:
-    import pycolmap
-
-    try:
-        reconstruction = pycolmap.Reconstruction(str(model_dir))
-    except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError
-        raise MapBuildError(f"{model_dir}: cannot read the COLMAP model: {exc}") from exc
-    cameras = list(reconstruction.cameras.values())
-    if not cameras:
-        raise MapBuildError(f"{model_dir}: the COLMAP model has no camera")
-    converted = set()
-    for camera in cameras:
-        name = str(camera.model_name)
-        if name not in _COLMAP_MODELS:
-            raise MapBuildError(
-                f"{model_dir}: COLMAP camera model {name} is not supported for maps (supported: "
-                f"{', '.join(_COLMAP_MODELS)}); pass --intrinsics"
-            )
-        fx, fy, cx, cy, dist = _COLMAP_MODELS[name]([float(v) for v in camera.params])
-        # COLMAP puts pixel centres at half-integers, OpenCV at integers.
-        converted.add(
-            (int(camera.width), int(camera.height), fx, fy, cx - 0.5, cy - 0.5, tuple(dist))
-        )
-    if len(converted) != 1:
-        raise MapBuildError(
-            f"{model_dir}: the COLMAP model has {len(converted)} different cameras; a map has one"
-            " mapping camera (pass --intrinsics if they are really the same)"
-        )
-    w, h, fx, fy, cx, cy, dist = converted.pop()
-    if not any(dist):
-        dist = ()
-    return MapCamera(w, h, fx, fy, cx, cy, dist)
-
-
-def _camera_from_json(path: Path) -> MapCamera:
-    from posenet_train.sfm.errors import SfmError
-    from posenet_train.sfm.reconstruct import CameraIntrinsics
-
-    try:
-        intr = CameraIntrinsics.from_json(path)
-    except SfmError as exc:
-        raise MapBuildError(str(exc)) from None
-    if intr.distortion_model not in ("none", "plumb_bob"):
-        raise MapBuildError(
-            f"{path}: distortion model {intr.distortion_model!r} is not supported for maps"
-            " (none or plumb_bob)"
-        )
-    dist = tuple(intr.distortion) if intr.distortion_model == "plumb_bob" else ()
-    if dist and len(dist) not in (4, 5, 8):
-        raise MapBuildError(f"{path}: plumb_bob needs 4 or 5 coefficients, got {len(dist)}")
-    return MapCamera(intr.width, intr.height, intr.fx, intr.fy, intr.cx, intr.cy, dist)
-
-
-def _camera_from_middlebury(path: Path, width: int, height: int) -> MapCamera:
-    matrices = set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split()
-        if lineno == 1 and (len(fields) != 22 or fields[1] == "k11"):
-            continue  # the count line of the original files, or a column header
-        if len(fields) != 22:
-            raise MapBuildError(f"{path}:{lineno}: expected 'name k11..k33 r11..r33 t1 t2 t3'")
-        try:
-            matrices.add(tuple(float(v) for v in fields[1:10]))
-        except ValueError:
-            raise MapBuildError(f"{path}:{lineno}: K is not numeric: {fields[1:10]}") from None
-    if len(matrices) != 1:
-        raise MapBuildError(f"{path}: {len(matrices)} different camera matrices; expected one")
-    k = matrices.pop()
-    if k[1] != 0.0 or k[3] != 0.0 or k[6:] != (0.0, 0.0, 1.0):
-        raise MapBuildError(f"{path}: K {k} is not an upper-triangular pinhole matrix")
-    return MapCamera(width, height, k[0], k[4], k[2], k[5])
-
-
-def resolve_camera(
-    dataset: str, image_size: tuple[int, int], intrinsics: str | Path | None = None
-) -> tuple[MapCamera, str]:
-    """``(camera, source)``: the mapping camera of ``dataset`` and where it came from.
-
-    ``image_size`` (width, height) is that of the training images; the camera must match it.
-    Raises MapBuildError when no intrinsics are found (pass ``intrinsics``) or they disagree
-    with the images.
-    """
-    fmt, folder = parse_dataset_spec(dataset)
-    width, height = image_size
-    if intrinsics is not None:
-        camera, source = _camera_from_json(Path(intrinsics)), str(intrinsics)
-    else:
-        fmt = fmt or detect_format(folder)
-        model_dir = find_model_dir(folder)
-        if model_dir is not None:
-            camera, source = _camera_from_colmap(model_dir), f"COLMAP camera in {model_dir}"
-        elif (folder / "intrinsics.json").is_file():
-            camera, source = _camera_from_json(folder / "intrinsics.json"), "intrinsics.json"
-        elif (folder / "dino_par.txt").is_file():
-            camera = _camera_from_middlebury(folder / "dino_par.txt", width, height)
-            source = "dino_par.txt"
-        elif fmt == "7scenes":
-            camera, source = SEVENSCENES_CAMERA, "7-Scenes published calibration"
-        else:
-            raise MapBuildError(
-                f"{folder}: no intrinsics found (no COLMAP model, intrinsics.json or "
-                "dino_par.txt); pass --intrinsics JSON with width, height, fx, fy, cx, cy"
-            )
-    if (camera.width, camera.height) != (width, height):
-        raise MapBuildError(
-            f"the intrinsics ({source}) are for {camera.width}x{camera.height} images but the "
-            f"training images are {width}x{height}"
-        )
-    return camera, source
 
 
 # ------------------------------------------------------------------------------ pairs, matches
@@ -626,10 +499,9 @@ def main(
             f"{dataset}: the training split has {len(records)} image(s); need >= 2"
         )
     names = [_relative_name(r.image_path, folder) for r in records]
-    first = cv2.imread(str(records[0].image_path), cv2.IMREAD_UNCHANGED)
-    if first is None:
-        raise DatasetError(f"{records[0].image_path}: cannot read image")
-    camera, camera_source = resolve_camera(dataset, (first.shape[1], first.shape[0]), intrinsics)
+    camera, camera_source = dataset_intrinsics(
+        dataset, "train", override=intrinsics, error=MapBuildError
+    )
     T = np.stack([pose_to_matrix(r.position_m, r.quat_wxyz) for r in records])
 
     # 1. features

@@ -252,15 +252,10 @@ class PinholeCamera(CameraIntrinsics):
         return cls(int(width), int(height), f, f, (width - 1) / 2.0, (height - 1) / 2.0)
 
     def to_json(self) -> dict:
-        """The content of intrinsics.json."""
+        """The content of intrinsics.json (:meth:`CameraIntrinsics.to_dict` and what it means)."""
         return {
             "model": "pinhole",
-            "width": self.width,
-            "height": self.height,
-            "fx": self.fx,
-            "fy": self.fy,
-            "cx": self.cx,
-            "cy": self.cy,
+            **self.to_dict(),
             "distortion": [0.0, 0.0, 0.0, 0.0, 0.0],
             "pixel_convention": "pixel centres at integer coordinates (OpenCV)",
         }

@@ -1,22 +1,38 @@
-"""posenet_train.map: the map of a small dino subset, intrinsics sources, reuse, CLI errors."""
+"""posenet_train.map: the map of a small dino subset, intrinsics sources, reuse, CLI errors;
+and posenet_train.evaluate --map on it (prior and refined side by side, bad maps)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import math
 import os
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from posenet_core.datasets import write_cambridge
+from posenet_core.datasets import find_intrinsics, write_cambridge
+from posenet_core.errors import DatasetError
 from posenet_core.features import FeatureConfig
 from posenet_core.geometry import pose_to_matrix
-from posenet_core.mapfile import MapCamera, dataset_fingerprint, read_map, split_fingerprint
-from posenet_core.refine import Refiner
+from posenet_core.mapfile import (
+    MapCamera,
+    dataset_fingerprint,
+    read_map,
+    split_fingerprint,
+    write_map,
+)
+from posenet_core.refine import Refiner, RefinerConfig
+from posenet_train import evaluate
 from posenet_train import map as map_step
-from posenet_train.datasets import load_split
+from posenet_train.datasets import FORMATS, dataset_intrinsics, load_split
+from posenet_train.errors import PoseNetTrainError
 
 # Consecutive dino images on one ring of the gantry's hemisphere (train and test interleaved as in
 # the full set: every 4th image is a test image).
@@ -213,7 +229,7 @@ INTRINSICS_CASES = [("intrinsics.json", _case_json), ("colmap", _case_colmap)]
 @pytest.mark.parametrize(("name", "make"), INTRINSICS_CASES)
 def test_intrinsics_from_the_dataset(tmp_path, name, make):
     dataset, expected = make(tmp_path / name)
-    camera, source = map_step.resolve_camera(dataset, (64, 48))
+    camera, source = dataset_intrinsics(dataset)
     for key, value in expected.items():
         assert getattr(camera, key) == pytest.approx(value) if key != "distortion" else True
         if key == "distortion":
@@ -223,24 +239,41 @@ def test_intrinsics_from_the_dataset(tmp_path, name, make):
 
 def test_sevenscenes_published_calibration(tmp_path):
     dataset, _ = _case_sevenscenes(tmp_path / "7s")
-    camera, source = map_step.resolve_camera(dataset, (640, 480))
+    camera, source = find_intrinsics(dataset, lambda: (640, 480), FORMATS)
     assert (camera.fx, camera.cx, camera.cy) == (585.0, 320.0, 240.0)
     assert "7-Scenes" in source
 
 
 def test_explicit_intrinsics_win_and_size_must_match(tmp_path):
     folder = _cambridge(tmp_path / "plain")
-    with pytest.raises(map_step.MapBuildError, match="no intrinsics found.*--intrinsics"):
-        map_step.resolve_camera(str(folder), (64, 48))
+    with pytest.raises(DatasetError, match="no intrinsics found.*--intrinsics"):
+        dataset_intrinsics(str(folder))
     path = tmp_path / "cam.json"
     path.write_text(json.dumps({"width": 64, "height": 48, "fx": 9, "fy": 9, "cx": 1, "cy": 2}))
-    camera, _ = map_step.resolve_camera(str(folder), (64, 48), path)
+    camera, _ = dataset_intrinsics(str(folder), override=path)
     assert camera.fx == 9.0
-    with pytest.raises(map_step.MapBuildError, match="64x48 images but the training images are"):
-        map_step.resolve_camera(str(folder), (640, 480), path)
+    big = _cambridge(tmp_path / "big", size=(640, 480))
+    with pytest.raises(DatasetError, match="64x48 images but the train images are 640x480"):
+        dataset_intrinsics(str(big), override=path)
     path.write_text("{broken")
-    with pytest.raises(map_step.MapBuildError, match="cannot read intrinsics JSON"):
-        map_step.resolve_camera(str(folder), (64, 48), path)
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        dataset_intrinsics(str(folder), override=path)
+    path.write_text(
+        json.dumps(
+            {
+                "width": 64,
+                "height": 48,
+                "fx": 9,
+                "fy": 9,
+                "cx": 1,
+                "cy": 2,
+                "distortion_model": "equidistant",
+                "distortion": [0.1] * 4,
+            }
+        )
+    )
+    with pytest.raises(DatasetError, match="'equidistant' is not supported; allowed: none"):
+        dataset_intrinsics(str(folder), override=path)
 
 
 # ----------------------------------------------------------------------------- pairs, epipolar
@@ -398,3 +431,152 @@ def test_observation_descriptors_are_larger_and_refine_too(dino_subset, dino_map
     assert out.stat().st_size > dino_map.stat().st_size
     with pytest.raises(map_step.MapBuildError, match="descriptors must be one of"):
         map_step.main(str(dino_subset), tmp_path / "x.npz", descriptors="mean", progress=False)
+
+
+# ------------------------------------------------------------------ evaluate --map (the dino)
+
+PRIOR_OFFSET_M = np.array([0.02, -0.01, 0.01])
+PRIOR_TILT = np.array([math.cos(math.radians(0.75)), 0.0, math.sin(math.radians(0.75)), 0.0])
+
+
+@pytest.fixture
+def gt_prior(monkeypatch, tmp_path) -> Path:
+    """A stand-in checkpoint whose prediction is the ground truth moved by 2.4 cm and turned by
+    1.5 deg: the dino model's error, without training one."""
+    from posenet_core.geometry import quat_multiply
+
+    def predict(model, records, **kwargs):
+        position = np.stack([r.position_m for r in records]) + PRIOR_OFFSET_M
+        quat = quat_multiply(PRIOR_TILT[None], np.stack([r.quat_wxyz for r in records]))
+        return position, quat, None
+
+    fake = types.ModuleType("posenet_train.checkpoint")
+    fake.model_from_checkpoint = lambda path: (torch.nn.Identity(), {})
+    monkeypatch.setitem(sys.modules, "posenet_train.checkpoint", fake)
+    monkeypatch.setattr(evaluate, "predict", predict)
+    checkpoint = tmp_path / "prior.pt"
+    checkpoint.write_bytes(b"stand-in")
+    return checkpoint
+
+
+def test_evaluate_with_map_reports_prior_and_refined(dino_subset, dino_map, gt_prior, tmp_path):
+    out = tmp_path / "eval"
+    argv = ["--dataset", str(dino_subset), "--checkpoint", str(gt_prior), "--map", str(dino_map)]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert evaluate.cli([*argv, "--output", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    r = summary["refinement"]
+    assert summary["count"] == 4
+    assert summary["median_translation_m"] == pytest.approx(np.linalg.norm(PRIOR_OFFSET_M))
+    assert r["refined_count"] >= 3 and r["refined_share"] == r["refined_count"] / 4
+    assert sum(r["failures"].values()) == 4 - r["refined_count"]
+    assert set(r["failures"]) >= {"no_texture", "too_few_inliers", "too_far_from_prior"}
+    assert r["refined_only"]["median_translation_m"] < 0.01
+    assert r["refined_only"]["median_rotation_deg"] < 0.5
+    assert r["published"]["count"] == 4 and r["intrinsics_source"] == "dino_par.txt"
+    for name in ("refined_error_cdf.png", "refined_trajectory.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "refined_predictions.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("image,source,failure,inliers")
+    text = printed.getvalue()
+    assert "| prior | 4 | 0.0245 |" in text
+    assert "| refined, else prior (the node's output) | 4 |" in text
+    assert f"refined {r['refined_count']} of 4 frames" in text
+
+
+def test_evaluate_refines_as_the_node_does(dino_subset, dino_map):
+    """The node's refine.* defaults are RefinerConfig's, and its K from the player's
+    camera_info is the K evaluation refines with: the same pose to the last bit."""
+    import cv2
+
+    refine_stage = pytest.importorskip("posenet_ros.refine_stage")
+    player = pytest.importorskip("posenet_ros.player_node")
+    defaults = {spec.name: spec.default for spec in refine_stage.REFINE_PARAMETERS}
+    node_config = refine_stage.refiner_config_from_parameters(defaults)
+    assert node_config == RefinerConfig()
+    camera, _ = dataset_intrinsics(dino_subset, "test")
+    node_camera = refine_stage.intrinsics_from_camera_info(player.camera_info_msg(camera))
+    records = load_split(dino_subset, "test")[:2]
+    prior_position = np.stack([r.position_m for r in records]) + PRIOR_OFFSET_M
+    prior_quat = np.stack([r.quat_wxyz for r in records])
+    site_map = evaluate.load_refinement_map(dino_map, dino_subset)
+    ours = evaluate.refine_poses(site_map, records, prior_position, prior_quat, camera)
+    cv2.setNumThreads(1)  # refine.opencv_threads
+    refiner = Refiner(site_map, node_config)
+    for i, record in enumerate(records):
+        rgb = cv2.cvtColor(cv2.imread(str(record.image_path)), cv2.COLOR_BGR2RGB)
+        prior = pose_to_matrix(prior_position[i], prior_quat[i])
+        node = refiner.refine(rgb, node_camera.K, prior, dist_coeffs=node_camera.dist_coeffs)
+        assert node.success == ours.refined[i]
+        expected = node.T_world_camera if node.success else prior
+        np.testing.assert_array_equal(
+            pose_to_matrix(ours.position_m[i], ours.quat_wxyz[i])[:3, 3], expected[:3, 3]
+        )
+
+
+def _copy_dataset(source: Path, folder: Path, move_first_m: float = 0.0) -> Path:
+    import dataclasses
+
+    for split in ("train", "test"):
+        records = load_split(source, split)
+        if split == "train" and move_first_m:
+            first = records[0]
+            moved = first.position_m + [move_first_m, 0.0, 0.0]
+            records[0] = dataclasses.replace(first, position_m=moved)
+        write_cambridge(folder, split, records)
+    shutil.copy(source / "dino_par.txt", folder / "dino_par.txt")
+    return folder
+
+
+def _foreign_maps(dino_subset: Path, dino_map: Path, tmp: Path) -> dict[str, tuple]:
+    """name -> (dataset, map path, the error's text)."""
+    import dataclasses
+
+    site_map = read_map(dino_map)
+    world = tmp / "world.map.npz"
+    write_map(world, dataclasses.replace(site_map, scene_frame="world"))
+    other = _copy_dataset(dino_subset, tmp / "other_dino")
+    # the same name, one training pose moved by 1 mm: another version of the dataset
+    moved = _copy_dataset(dino_subset, tmp / "v2" / dino_subset.name, move_first_m=0.001)
+    corrupt = tmp / "corrupt.map.npz"
+    corrupt.write_bytes(dino_map.read_bytes()[:5000])
+    return {
+        "missing": (dino_subset, tmp / "missing.map.npz", "missing.map.npz"),
+        "corrupt": (dino_subset, corrupt, "corrupt.map.npz"),
+        "other dataset": (
+            other,
+            dino_map,
+            f"built from dataset '{dino_subset.name}', but --dataset is 'other_dino'; allowed:",
+        ),
+        "other version": (moved, dino_map, "another version of the dataset"),
+        "other scene frame": (dino_subset, world, "scene frame 'world' but the model's is 'map'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "corrupt", "other dataset", "other version", "other scene frame"]
+)
+def test_evaluate_refuses_a_bad_map(dino_subset, dino_map, gt_prior, tmp_path, case, capsys):
+    dataset, map_path, message = _foreign_maps(dino_subset, dino_map, tmp_path)[case]
+    argv = ["--dataset", str(dataset), "--map", str(map_path), "--output", str(tmp_path / "o")]
+    if case == "other scene frame":  # a model file (scene frame 'map') is what names the frame
+        sys.path.insert(0, str(Path(__file__).parent))
+        from test_evaluate import CONTRACT, export_onnx
+
+        metadata = {**CONTRACT, "posenet.dataset": dino_subset.name}
+        argv += ["--onnx", str(export_onnx(tmp_path / "model.onnx", metadata))]
+    else:
+        argv += ["--checkpoint", str(gt_prior)]
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.cli([*argv, "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "posenet_train.evaluate: error:" in err and message in err, err
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_evaluate_map_needs_a_prior(dino_subset, dino_map, tmp_path):
+    with pytest.raises(PoseNetTrainError, match="--map refines the node's prior"):
+        evaluate.main(dino_subset, tmp_path, baseline="nn", map_path=dino_map, progress=False)
+    with pytest.raises(PoseNetTrainError, match="intrinsics are for refinement"):
+        evaluate.main(dino_subset, tmp_path, baseline="nn", intrinsics="x.json", progress=False)

@@ -2,8 +2,10 @@
 
 - ``cambridge``: ``dataset_train.txt`` / ``dataset_test.txt`` (:mod:`.cambridge`; also written);
 - ``7scenes``: ``TrainSplit.txt`` / ``TestSplit.txt`` and ``seq-XX`` folders (:mod:`.sevenscenes`);
-- beside either: ``intrinsics.json`` (:mod:`.intrinsics`) and ``poses_{split}.csv``
-  (:mod:`.poses_csv`), read by :func:`read_dataset`.
+- beside either: ``poses_{split}.csv`` (:mod:`.poses_csv`), read by :func:`read_dataset`;
+- the camera (:mod:`.intrinsics`): the format's own, ``intrinsics.json``, ``dino_par.txt`` or a
+  published calibration, found by :func:`find_intrinsics` / :func:`dataset_intrinsics` (what
+  the player, the map builder and evaluation all use).
 
 :func:`load_split` / :func:`read_dataset` detect the format from the folder's contents (see
 :mod:`.formats`; the trainer passes its longer list, with COLMAP). The images themselves are read
@@ -19,12 +21,19 @@ from posenet_core.datasets.formats import (
     SEVENSCENES,
     DatasetFormat,
     DatasetSplit,
+    dataset_intrinsics,
     detect_format,
+    find_intrinsics,
     load_split,
     parse_dataset_spec,
     read_dataset,
 )
-from posenet_core.datasets.intrinsics import INTRINSICS_FILE, CameraIntrinsics, read_intrinsics
+from posenet_core.datasets.intrinsics import (
+    INTRINSICS_FILE,
+    CameraIntrinsics,
+    read_intrinsics,
+    read_middlebury_intrinsics,
+)
 from posenet_core.datasets.poses_csv import POSES_CSV_COLUMNS, read_poses_csv
 from posenet_core.datasets.sevenscenes import read_pose_file
 
@@ -40,12 +49,15 @@ __all__ = [
     "DatasetSplit",
     "PoseRecord",
     "check_split",
+    "dataset_intrinsics",
     "detect_format",
+    "find_intrinsics",
     "load_split",
     "parse_dataset_spec",
     "read_cambridge_file",
     "read_dataset",
     "read_intrinsics",
+    "read_middlebury_intrinsics",
     "read_pose_file",
     "read_poses_csv",
     "write_cambridge",

@@ -18,13 +18,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from posenet_core import datasets as core
-from posenet_core.datasets import PoseRecord
-from posenet_train.datasets.colmap import is_colmap, load_colmap
+from posenet_core.datasets import CameraIntrinsics, PoseRecord
+from posenet_core.errors import DatasetError, PoseNetError
+from posenet_train.datasets.colmap import colmap_camera, is_colmap, load_colmap
 
-__all__ = ["COLMAP", "FORMATS", "detect_format", "load_split", "parse_dataset_spec"]
+__all__ = [
+    "COLMAP",
+    "FORMATS",
+    "dataset_intrinsics",
+    "detect_format",
+    "load_split",
+    "parse_dataset_spec",
+]
 
 COLMAP = core.DatasetFormat(
-    "colmap", is_colmap, load_colmap, "a COLMAP model in sparse/0, sparse or the folder itself"
+    "colmap",
+    is_colmap,
+    load_colmap,
+    "a COLMAP model in sparse/0, sparse or the folder itself",
+    camera=colmap_camera,
 )
 #: The formats the trainer reads, in detection order.
 FORMATS: tuple[core.DatasetFormat, ...] = (*core.FORMATS, COLMAP)
@@ -47,3 +59,15 @@ def load_split(dataset: str | Path, split: str) -> list[PoseRecord]:
     the file, line and value of anything malformed.
     """
     return core.load_split(dataset, split, FORMATS)
+
+
+def dataset_intrinsics(
+    dataset: str | Path,
+    split: str = "train",
+    *,
+    override: str | Path | None = None,
+    error: type[PoseNetError] = DatasetError,
+) -> tuple[CameraIntrinsics, str]:
+    """The camera of the dataset's ``split`` images and where it came from
+    (:func:`posenet_core.datasets.dataset_intrinsics` with the COLMAP format too)."""
+    return core.dataset_intrinsics(dataset, split, override=override, formats=FORMATS, error=error)

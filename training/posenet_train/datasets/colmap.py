@@ -25,11 +25,14 @@ from pathlib import Path
 import numpy as np
 
 from posenet_core.datasets.common import PoseRecord, check_split, require_image
+from posenet_core.datasets.intrinsics import CameraIntrinsics
 from posenet_core.errors import DatasetError, InvalidPoseError
 from posenet_core.geometry import matrix_to_quat, orthonormalize_rotation
 
 __all__ = [
+    "COLMAP_CAMERA_MODELS",
     "TEST_EVERY",
+    "colmap_camera",
     "find_image_dir",
     "find_model_dir",
     "is_colmap",
@@ -39,6 +42,15 @@ __all__ = [
 
 TEST_EVERY = 8
 _MODEL_FILES = ("cameras", "images")
+#: COLMAP camera models whose parameters map onto OpenCV's pinhole + distortion:
+#: name -> (fx, fy, cx, cy, distortion) of the params list.
+COLMAP_CAMERA_MODELS = {
+    "SIMPLE_PINHOLE": lambda p: (p[0], p[0], p[1], p[2], ()),
+    "PINHOLE": lambda p: (p[0], p[1], p[2], p[3], ()),
+    "SIMPLE_RADIAL": lambda p: (p[0], p[0], p[1], p[2], (p[3], 0.0, 0.0, 0.0)),
+    "RADIAL": lambda p: (p[0], p[0], p[1], p[2], (p[3], p[4], 0.0, 0.0)),
+    "OPENCV": lambda p: (p[0], p[1], p[2], p[3], tuple(p[4:8])),
+}
 
 
 def _is_model_dir(folder: Path) -> bool:
@@ -189,3 +201,41 @@ def load_colmap(
         position_m, quat_wxyz = poses[name]
         records.append(PoseRecord(image_path, position_m, quat_wxyz))
     return records
+
+
+def colmap_camera(root: Path) -> tuple[CameraIntrinsics, str] | None:
+    """The camera of the COLMAP model in ``root`` (OpenCV pixel convention) and its source, or
+    None without a model. DatasetError when the model has several different cameras (a dataset
+    has one) or one whose model OpenCV cannot undo (:data:`COLMAP_CAMERA_MODELS`)."""
+    import pycolmap
+
+    model_dir = find_model_dir(root)
+    if model_dir is None:
+        return None
+    try:
+        reconstruction = pycolmap.Reconstruction(str(model_dir))
+    except Exception as exc:  # pycolmap raises plain RuntimeError/ValueError
+        raise DatasetError(f"{model_dir}: cannot read the COLMAP model: {exc}") from exc
+    converted = set()
+    for camera in reconstruction.cameras.values():
+        name = str(camera.model_name)
+        if name not in COLMAP_CAMERA_MODELS:
+            raise DatasetError(
+                f"{model_dir}: COLMAP camera model {name} is not supported (supported: "
+                f"{', '.join(COLMAP_CAMERA_MODELS)}); give an intrinsics JSON instead"
+            )
+        fx, fy, cx, cy, dist = COLMAP_CAMERA_MODELS[name]([float(v) for v in camera.params])
+        # COLMAP puts pixel centres at half-integers, OpenCV at integers.
+        converted.add(
+            (int(camera.width), int(camera.height), fx, fy, cx - 0.5, cy - 0.5, tuple(dist))
+        )
+    if not converted:
+        raise DatasetError(f"{model_dir}: the COLMAP model has no camera")
+    if len(converted) != 1:
+        raise DatasetError(
+            f"{model_dir}: the COLMAP model has {len(converted)} different cameras; expected one"
+            " (give an intrinsics JSON if they are really the same)"
+        )
+    w, h, fx, fy, cx, cy, dist = converted.pop()
+    intrinsics = CameraIntrinsics(w, h, fx, fy, cx, cy, dist if any(dist) else ())
+    return intrinsics, f"COLMAP camera in {model_dir}"
