@@ -45,11 +45,17 @@ def dino_dir() -> Path:
 
 
 def make_model_file(
-    path: Path, threads: int, architecture: str = "posenet-googlenet", **model_args
+    path: Path,
+    threads: int,
+    architecture: str = "posenet-googlenet",
+    resize_shorter: int = 256,
+    crop_hw: tuple[int, int] = (224, 224),
+    **model_args,
 ) -> Path:
     """A model file of ``architecture`` (random weights: speed does not depend on them).
 
     Goes through the trainer's own checkpoint and export, so the graph is the one users ship.
+    ``resize_shorter`` / ``crop_hw`` are the preprocessing it records (the network's input).
     """
     import torch
 
@@ -62,7 +68,11 @@ def make_model_file(
     checkpoint = save_model_checkpoint(
         path.with_suffix(".pt"),
         model,
-        extra={"resize_shorter": 256, "crop_hw": (224, 224), "dataset": str(dino_dir())},
+        extra={
+            "resize_shorter": resize_shorter,
+            "crop_hw": tuple(crop_hw),
+            "dataset": str(dino_dir()),
+        },
     )
     export.main(checkpoint, path, calibration_images=0)
     return path

@@ -3,14 +3,17 @@
     source scripts/env.sh
     python benchmarks/bench_refine_node.py                 # GoogLeNet-sized prior, 30 s each
     python benchmarks/bench_refine_node.py --model my.onnx --duration 60 --modes map
+    python benchmarks/bench_refine_node.py --architecture posenet-efficientnet-lite0 \
+        --input 144,192 --threads 1                       # the README recipe's network
 
 A test peer streams 640x480 rgb8 frames (and their camera_info, same stamps) at 30 Hz into
 the installed relocalizer (started as `ros2 launch` starts it). The frames are renderings of
 core/tests' planar scene (a textured plane, ~1000-2000 SIFT keypoints per frame) along a small
 circle, and the map is that scene's (9 keyframes, default SIFT settings). The prior network is a
 real-size one (default: posenet-googlenet 224x224, random weights, through the trainer's export;
-or --model) whose position and orientation outputs are replaced by a constant pose near the
-circle's centre, so every frame costs a real inference and refinement has a prior to work from.
+or --architecture/--input, or --model) whose position and orientation outputs are replaced by a
+constant pose near the circle's centre, so every frame costs a real inference and refinement has
+a prior to work from.
 
 Each mode runs the node once: ``prior`` without a map (the baseline), ``map`` with map_path.
 Printed per mode: output rate by source (prior / refined), refinement success share, refinement
@@ -159,6 +162,7 @@ def run_mode(mode: str, model: Path, map_path: Path, images, args) -> dict:
     if mode == "map":
         params["map_path"] = str(map_path)
         params["refine.rate_hz"] = args.refine_rate
+        params["refine.opencv_threads"] = args.opencv_threads
     proc = NodeProcess(
         domain,
         params,
@@ -241,10 +245,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", help="model file whose network runs per frame; default: posenet-googlenet"
     )
+    parser.add_argument(
+        "--architecture",
+        default="posenet-googlenet",
+        help="network of the generated model file when --model is not given (default "
+        "posenet-googlenet; the README's recipe trains posenet-efficientnet-lite0)",
+    )
+    parser.add_argument(
+        "--input",
+        default="224,224",
+        help="H,W network input of the generated model file (default 224,224; the frames are "
+        "resized to H on their shorter side first, so 144,192 takes the whole 640x480 frame)",
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per mode")
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
     parser.add_argument("--refine-rate", type=float, default=5.0, help="refine.rate_hz")
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument(
+        "--opencv-threads", type=int, default=1, help="refine.opencv_threads (default 1)"
+    )
     parser.add_argument(
         "--modes", default="prior,map", help="comma-separated: prior (no map), map (refinement)"
     )
@@ -252,6 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes or any(m not in ("prior", "map") for m in modes):
         parser.error("--modes takes prior and/or map")
+    try:
+        input_hw = tuple(int(v) for v in args.input.split(","))
+    except ValueError:
+        input_hw = ()
+    if len(input_hw) != 2 or min(input_hw) < 32:
+        parser.error(f"--input is {args.input!r}; allowed: H,W with both >= 32, e.g. 144,192")
     scene = planar_scene.PlanarScene()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -260,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from bench_node import make_model_file
 
-            src = make_model_file(tmp / "googlenet.onnx", args.threads)
+            src = make_model_file(
+                tmp / "prior_network.onnx",
+                args.threads,
+                architecture=args.architecture,
+                resize_shorter=min(input_hw),
+                crop_hw=input_hw,
+            )
         model = constant_pose_model(src, tmp / "prior.onnx", CENTRE)
         from posenet_core.features import FeatureConfig
 
@@ -273,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# relocalizer with refinement, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
         f"; {args.duration:g} s per mode at {args.rate:g} Hz, 640x480, model "
-        f"{args.model or 'posenet-googlenet 224x224'}, {args.threads} ORT threads"
+        f"{args.model or f'{args.architecture} {input_hw[0]}x{input_hw[1]}'}, "
+        f"{args.threads} ORT threads"
     )
     print("| measure | " + " | ".join(r["mode"] for r in results) + " |")
     print("|---" * (len(results) + 1) + "|")

@@ -79,6 +79,7 @@ from posenet_ros.refine_stage import (
     RefineStats,
     check_rate_hz,
     choose_output,
+    limit_native_threads,
     refiner_config_from_parameters,
 )
 from posenet_ros.ros_common import CAMERA_QOS, reliable_qos, shut_down_while_spinning
@@ -143,6 +144,11 @@ def check_covariance_diagonal(name: str, values) -> str:
         if not math.isfinite(v) or v <= 0.0:
             return f"{name} entries must be finite and > 0, got {values}"
     return ""
+
+
+def _limit_text(value: float, unit: str) -> str:
+    """A prior limit for the log ("any m" for 0, no limit)."""
+    return f"{value:g} {unit}" if value > 0 else f"any {unit}"
 
 
 class RelocalizerNode(Node):
@@ -259,12 +265,15 @@ class RelocalizerNode(Node):
         except FeatureError as e:
             raise MapFileError(f"map file {map_path}: {e}") from None
         values = {spec.name: self.get_parameter(spec.name).value for spec in REFINE_PARAMETERS}
-        refiner = Refiner(site_map, refiner_config_from_parameters(values))
-        self._map_summary = f"{map_path} ({site_map.summary()})"
-        if values[OPENCV_THREADS_PARAMETER] > 0:
-            import cv2
-
-            cv2.setNumThreads(int(values[OPENCV_THREADS_PARAMETER]))
+        config = refiner_config_from_parameters(values, info.median_error)
+        refiner = Refiner(site_map, config)
+        self._map_summary = (
+            f"{map_path} ({site_map.summary()}; refined poses kept within "
+            f"{_limit_text(config.max_prior_distance_m, 'm')} and "
+            f"{_limit_text(config.max_prior_angle_deg, 'deg')} of the prior, model median error "
+            f"{info.median_error})"
+        )
+        self._map_summary += f"; {limit_native_threads(values[OPENCV_THREADS_PARAMETER])}"
         return RefineStage(
             refiner,
             values[RATE_PARAMETER],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -216,6 +217,15 @@ _CONFIG_DEFAULTS = RefinerConfig()
 RATE_PARAMETER = "refine.rate_hz"
 NICE_PARAMETER = "refine.thread_nice"
 OPENCV_THREADS_PARAMETER = "refine.opencv_threads"
+DISTANCE_LIMIT_PARAMETER = "refine.max_prior_distance_m"
+ANGLE_LIMIT_PARAMETER = "refine.max_prior_angle_deg"
+# The prior limits' "auto" value: a fixed 1 m refused every refinement of a forward drive whose
+# PoseNet prior was 1.8 m off (median) although PnP put those frames within 5 mm; the limit has
+# to scale with the model actually loaded, whose median error the model file carries.
+AUTO_LIMIT = -1.0
+AUTO_FACTOR = 5.0
+AUTO_FLOOR_DISTANCE_M = _CONFIG_DEFAULTS.max_prior_distance_m
+AUTO_FLOOR_ANGLE_DEG = _CONFIG_DEFAULTS.max_prior_angle_deg
 # The stage's own parameters; every other refine.* one is a RefinerConfig field.
 STAGE_PARAMETERS = (RATE_PARAMETER, NICE_PARAMETER, OPENCV_THREADS_PARAMETER)
 DEFAULT_RATE_HZ = 5.0
@@ -241,9 +251,9 @@ REFINE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         OPENCV_THREADS_PARAMETER,
         1,
-        "OpenCV threads of the whole process (cv2.setNumThreads), used by the feature "
-        "extraction: 1 keeps refinement on one core, leaving the others to the prior; 0: "
-        "OpenCV's default (all cores).",
+        "Threads of OpenCV (cv2.setNumThreads, the feature extraction) and of numpy's BLAS "
+        "(threadpoolctl, the descriptor matching) in the whole process: 1 keeps refinement on "
+        "one core, leaving the others to the prior; 0: the libraries' defaults (all cores).",
         0,
         256,
     ),
@@ -321,18 +331,20 @@ REFINE_PARAMETERS: tuple[ParameterSpec, ...] = (
         100000,
     ),
     ParameterSpec(
-        "refine.max_prior_distance_m",
-        _CONFIG_DEFAULTS.max_prior_distance_m,
+        DISTANCE_LIMIT_PARAMETER,
+        AUTO_LIMIT,
         "A refined pose further than this from its PoseNet prior is refused "
-        "('too_far_from_prior'), m; 0: no limit. Set it to a few times the model's median error.",
-        0.0,
+        "('too_far_from_prior'), m; 0: no limit; -1: auto, 5x the model file's median position "
+        "error (posenet.median_error), at least 1 m.",
+        AUTO_LIMIT,
         1e6,
     ),
     ParameterSpec(
-        "refine.max_prior_angle_deg",
-        _CONFIG_DEFAULTS.max_prior_angle_deg,
-        "A refined pose rotated more than this from its prior is refused, deg; 0: no limit.",
-        0.0,
+        ANGLE_LIMIT_PARAMETER,
+        AUTO_LIMIT,
+        "A refined pose rotated more than this from its prior is refused, deg; 0: no limit; "
+        "-1: auto, 5x the model file's median rotation error, at least 20 deg.",
+        AUTO_LIMIT,
         180.0,
     ),
     ParameterSpec(
@@ -354,12 +366,61 @@ REFINE_PARAMETERS: tuple[ParameterSpec, ...] = (
 _CONFIG_FIELDS = {f.name for f in fields(RefinerConfig)}
 
 
-def refiner_config_from_parameters(values: Mapping[str, Any]) -> RefinerConfig:
+_MEDIAN_ERROR_PATTERN = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*m\s*,"
+    r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*deg\s*$"
+)
+
+
+def parse_median_error(text: str) -> tuple[float, float] | None:
+    """(metres, degrees) of a model file's ``posenet.median_error`` ("0.026 m, 2.22 deg").
+
+    None when the file says "unknown" or anything else that is not two finite numbers.
+    """
+    match = _MEDIAN_ERROR_PATTERN.match(text or "")
+    if match is None:
+        return None
+    position_m, rotation_deg = float(match.group(1)), float(match.group(2))
+    if not (math.isfinite(position_m) and math.isfinite(rotation_deg)):
+        return None
+    return position_m, rotation_deg
+
+
+def auto_prior_limits(model_median_error: str) -> tuple[float, float]:
+    """The prior limits (m, deg) that ``-1`` (auto) stands for, given the model's median error.
+
+    ``AUTO_FACTOR`` times the median error, so that the prior's usual spread (its tail to about
+    the 90th percentile on the data measured) passes while a refined pose that jumped to another
+    part of the map is still refused; never below the floors (1 m, 20 deg), which are also the
+    limits when the model file does not know its error. The angle is at most 180 deg.
+    """
+    parsed = parse_median_error(model_median_error)
+    if parsed is None:
+        return AUTO_FLOOR_DISTANCE_M, AUTO_FLOOR_ANGLE_DEG
+    position_m, rotation_deg = parsed
+    return (
+        max(AUTO_FACTOR * position_m, AUTO_FLOOR_DISTANCE_M),
+        min(max(AUTO_FACTOR * rotation_deg, AUTO_FLOOR_ANGLE_DEG), 180.0),
+    )
+
+
+def refiner_config_from_parameters(
+    values: Mapping[str, Any], model_median_error: str = "unknown"
+) -> RefinerConfig:
     """The RefinerConfig of the node's ``refine.*`` parameter values (name -> value).
 
     The stage's own parameters (``STAGE_PARAMETERS``: rate, thread niceness, OpenCV threads) are
-    ignored here. Raises RefineError naming the first bad value.
+    ignored here. The prior limits' ``-1`` (auto) is resolved with ``model_median_error`` (the
+    model file's ``posenet.median_error``, see :func:`auto_prior_limits`). Raises RefineError
+    naming the first bad value.
     """
+    auto = dict(
+        zip(
+            (DISTANCE_LIMIT_PARAMETER, ANGLE_LIMIT_PARAMETER),
+            auto_prior_limits(model_median_error),
+            strict=True,
+        )
+    )
     config: dict[str, Any] = {}
     for name, value in values.items():
         if not name.startswith("refine.") or name in STAGE_PARAMETERS:
@@ -371,8 +432,44 @@ def refiner_config_from_parameters(values: Mapping[str, Any]) -> RefinerConfig:
         # ROS gives 5 for a double parameter written as an integer in YAML, never the reverse.
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if name in auto and isinstance(value, float) and value < 0:
+            if value != AUTO_LIMIT:
+                raise RefineError(
+                    f"{name} is {value!r}; allowed: -1 (auto: {AUTO_FACTOR:g}x the model's "
+                    "median error), 0 (no limit) or a positive limit"
+                )
+            value = auto[name]
         config[key] = value
+    for name, value in auto.items():
+        config.setdefault(name[len("refine.") :], value)
     return RefinerConfig.from_dict(config)
+
+
+def limit_native_threads(threads: int) -> str:
+    """Cap the thread pools of OpenCV and of numpy's BLAS in this process at ``threads``.
+
+    0 leaves both as they are. Why both: the matcher's descriptor products run in the BLAS
+    (OpenBLAS with PyPI's numpy), whose worker threads spin after each call; on 2 cores they
+    took 0.45 of a core from the prior and the refine thread (``bench_refine_node``, idle VM:
+    node 1.60 -> 1.16 cores busy, refinement 179 -> 144 ms, 4.8 -> 5.0 refined frames/s).
+    Returns what was done, for the log (threadpoolctl missing is said, not raised: the
+    refinement works without it, only slower).
+    """
+    if threads <= 0:
+        return "OpenCV and BLAS threads left at the libraries' defaults"
+    import cv2
+
+    cv2.setNumThreads(int(threads))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return (
+            f"OpenCV threads {threads}; BLAS threads not limited (threadpoolctl is not "
+            "installed: pip install threadpoolctl)"
+        )
+    # Called as a function (not a context manager) the limit stays for the process.
+    threadpool_limits(limits=int(threads), user_api="blas")
+    return f"OpenCV and BLAS threads {threads}"
 
 
 def check_rate_hz(value: Any) -> str:
@@ -602,7 +699,11 @@ class RefineStage:
         self.period_s = 1.0 / float(rate_hz)
         self._on_done = on_done
         self._clock = clock
-        self._last_start: float | None = None
+        # When the next start is due. Starts follow a grid of period_s steps (each due time is
+        # the previous one + period_s), not "period_s after the last start": frames arrive on
+        # their own clock, so the latter waits for the first frame after each period and gave
+        # 4.3 refinements a second at rate_hz 5 with 30 Hz frames.
+        self._next_start: float | None = None
         self._lock = threading.Lock()
         self._thread_nice = int(thread_nice)
         self.thread_nice_applied: int | None = None
@@ -616,17 +717,22 @@ class RefineStage:
         with self._lock:
             if self._worker.busy:
                 return False
-            return self._last_start is None or self._clock() - self._last_start >= self.period_s
+            return self._next_start is None or self._clock() >= self._next_start
 
     def offer(self, job: RefineJob) -> bool:
         """Start refining ``job`` if :meth:`due`; False (nothing kept) otherwise."""
         with self._lock:
             now = self._clock()
-            if self._last_start is not None and now - self._last_start < self.period_s:
+            if self._next_start is not None and now < self._next_start:
                 return False
             if not self._worker.submit(job):
                 return False
-            self._last_start = now
+            if self._next_start is None or now - self._next_start >= self.period_s:
+                # A whole period late (the worker was busy, or no frames came): start a new
+                # grid here instead of catching up with a burst.
+                self._next_start = now + self.period_s
+            else:
+                self._next_start += self.period_s
             return True
 
     def _lower_priority(self) -> None:

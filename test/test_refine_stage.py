@@ -15,6 +15,7 @@ import pytest
 from posenet_core.refine import RefineError, RefinementResult, Refiner, RefinerConfig
 from posenet_ros.gating import GateConfig, GateDecision
 from posenet_ros.refine_stage import (
+    AUTO_LIMIT,
     FAILURE_ERROR,
     FAILURE_GATED,
     REFINE_PARAMETERS,
@@ -32,6 +33,7 @@ from posenet_ros.refine_stage import (
     RefineStats,
     choose_output,
     intrinsics_from_camera_info,
+    limit_native_threads,
     refiner_config_from_parameters,
 )
 
@@ -150,6 +152,50 @@ def test_parameter_values_map_onto_the_refiner_config():
     )
     assert config.min_inliers == 30
     assert config.max_prior_distance_m == 2.0 and isinstance(config.max_prior_distance_m, float)
+
+
+@pytest.mark.parametrize(
+    ("median_error", "values", "expected_m_deg"),
+    [
+        # auto (the default): 5x the model's median error, floors 1 m / 20 deg
+        ("0.026 m, 2.22 deg", {}, (1.0, 20.0)),
+        ("1.780 m, 3.10 deg", {}, (8.9, 20.0)),
+        ("0.500 m, 9.00 deg", {}, (2.5, 45.0)),
+        ("3 m, 90 deg", {}, (15.0, 180.0)),
+        ("unknown", {}, (1.0, 20.0)),
+        ("", {}, (1.0, 20.0)),
+        ("garbage", {}, (1.0, 20.0)),
+        ("nan m, 2 deg", {}, (1.0, 20.0)),
+        ("1.780 m, 3.10 deg", {"refine.max_prior_distance_m": -1}, (8.9, 20.0)),
+        # given limits are used as they are, whatever the model's error
+        ("1.780 m, 3.10 deg", {"refine.max_prior_distance_m": 2}, (2.0, 20.0)),
+        ("1.780 m, 3.10 deg", {"refine.max_prior_distance_m": 0.0}, (0.0, 20.0)),
+        ("0.1 m, 1 deg", {"refine.max_prior_angle_deg": 0.0}, (1.0, 0.0)),
+        ("0.1 m, 1 deg", {"refine.max_prior_angle_deg": 5.0}, (1.0, 5.0)),
+    ],
+)
+def test_prior_limits_auto_scale_with_the_model_median_error(median_error, values, expected_m_deg):
+    config = refiner_config_from_parameters(values, model_median_error=median_error)
+    assert (config.max_prior_distance_m, config.max_prior_angle_deg) == pytest.approx(
+        expected_m_deg
+    )
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"refine.max_prior_distance_m": -2.0}, {"refine.max_prior_angle_deg": -0.5}],
+)
+def test_negative_prior_limits_other_than_auto_are_refused(values):
+    with pytest.raises(RefineError, match=r"allowed: -1 \(auto"):
+        refiner_config_from_parameters(values, model_median_error="0.1 m, 1 deg")
+
+
+def test_the_default_prior_limits_are_auto():
+    defaults = {spec.name: spec.default for spec in REFINE_PARAMETERS}
+    assert defaults["refine.max_prior_distance_m"] == AUTO_LIMIT
+    assert defaults["refine.max_prior_angle_deg"] == AUTO_LIMIT
+    config = refiner_config_from_parameters(defaults, model_median_error="2.0 m, 10 deg")
+    assert (config.max_prior_distance_m, config.max_prior_angle_deg) == (10.0, 50.0)
 
 
 @pytest.mark.parametrize(
@@ -319,6 +365,49 @@ def test_stage_refines_at_most_rate_hz_and_one_frame_at_a_time():
         stage.stop()
     assert [d[0] for d in done] == [1, 4]
     assert refiner.calls == 2
+
+
+def test_limit_native_threads_caps_opencv_and_the_blas():
+    import cv2
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before = cv2.getNumThreads()
+    with threadpool_limits():  # restores the BLAS pools on exit
+        try:
+            note = limit_native_threads(1)
+            assert cv2.getNumThreads() == 1
+            blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+            assert blas and all(pool["num_threads"] == 1 for pool in blas)
+            assert note == "OpenCV and BLAS threads 1"
+        finally:
+            cv2.setNumThreads(before)
+    assert "defaults" in limit_native_threads(0)
+    assert cv2.getNumThreads() == before
+
+
+def test_stage_keeps_rate_hz_on_average_with_frames_on_their_own_clock():
+    # 30 Hz frames, rate 7 Hz (4.3 frames apart), a refiner that keeps up: 7 starts a second,
+    # not one per 5 frames (6 a second), which "period_s since the last start" gave.
+    clock, refiner = FakeClock(), GatedRefiner()
+    refiner.release.set()
+    finished = threading.Event()
+    stage = RefineStage(refiner, rate_hz=7.0, on_done=lambda j, r, e: finished.set(), clock=clock)
+    starts = []
+    try:
+        for frame in range(90):  # 3 s
+            clock.t = frame / 30.0
+            if stage.offer(job(frame)):
+                starts.append(frame)
+                assert finished.wait(5.0)
+                finished.clear()
+                for _ in range(500):  # until the worker thread is idle again
+                    if not stage._worker.busy:
+                        break
+                    threading.Event().wait(0.001)
+    finally:
+        stage.stop()
+    assert len(starts) == 21
+    assert min(b - a for a, b in zip(starts[:-1], starts[1:], strict=True)) >= 4  # never a burst
 
 
 def test_stage_reports_a_refiner_exception_and_keeps_working():
