@@ -36,10 +36,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.geometry import pose_to_matrix
 from posenet_core.mapfile import read_map
 from posenet_core.refine import Refiner, RefinerConfig
 from posenet_train.datasets import load_split
-from posenet_train.geometry import pose_to_matrix
 
 
 def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
