@@ -9,9 +9,13 @@ The prior is either a model file run the node's way (ONNX Runtime, the model's o
 preprocessing; ``--prior-onnx``) or the ground truth perturbed by random noise whose median is
 ``--prior-noise METRES DEGREES`` (default 0.026 m / 2.2 deg: the trained dino model's median
 error), with ``--seed``. For each test image the refiner gets the image, the map's intrinsics
-and the prior. Prints per-run rows: share refined, median/p90 errors of the refined frames and
-of the prior on the same frames, the pose that is published (refined where accepted, else the
-prior) over all frames, failure reasons, and timings: median and p90 per stage, ms of wall
+and the prior. The refiner's configuration is the node's (``config/relocalize.yaml``;
+``--config`` overrides), the prior limits included: their default -1 (auto) resolves, as in the
+node, from the model's median error: the model file's ``posenet.median_error`` with
+``--prior-onnx``, the noise's median otherwise, or ``--median-error``. Prints per-run rows:
+share refined, median/p90 errors of the refined frames and of the prior on the same frames,
+the pose that is published (refined where accepted, else the prior) over all frames, failure
+reasons, and timings: median and p90 per stage, ms of wall
 time, and ``cpu``, the CPU time of the process (all threads), which other jobs on the machine
 disturb less; OpenCV is limited to ``--threads`` threads. Plus the calibration of the PnP
 covariance: share of refined frames whose position / rotation error lies inside the 1/2/3-sigma
@@ -32,10 +36,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.geometry import pose_to_matrix
 from posenet_core.mapfile import read_map
 from posenet_core.refine import Refiner, RefinerConfig
 from posenet_train.datasets import load_split
-from posenet_train.geometry import pose_to_matrix
 
 
 def _rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
@@ -90,6 +94,17 @@ def onnx_priors(model: Path, images: list[np.ndarray], threads: int) -> list[np.
     return priors
 
 
+def node_refiner_config(overrides: dict, median_error: str) -> RefinerConfig:
+    """The refiner configuration the node would use: its defaults, ``overrides`` (RefinerConfig
+    field -> value, as the node's ``refine.*`` parameters) and the prior limits' auto value
+    (-1, the default) resolved from the model's ``posenet.median_error`` text, as the node does
+    (``posenet_ros.refine_stage``)."""
+    from posenet_ros.refine_stage import refiner_config_from_parameters
+
+    values = {f"refine.{key}": value for key, value in overrides.items()}
+    return refiner_config_from_parameters(values, median_error)
+
+
 def _mahalanobis_shares(errors: np.ndarray, covs: np.ndarray) -> list[float]:
     d2 = np.array([e @ np.linalg.solve(c, e) for e, c in zip(errors, covs, strict=True)])
     # chi-square(3) quantiles of 1, 2, 3 sigma radii
@@ -99,7 +114,15 @@ def _mahalanobis_shares(errors: np.ndarray, covs: np.ndarray) -> list[float]:
 def run(args: argparse.Namespace) -> dict:
     cv2.setNumThreads(args.threads)
     site_map = read_map(args.map)
-    config = RefinerConfig(**json.loads(args.config)) if args.config else RefinerConfig()
+    if args.median_error:
+        median_error = args.median_error
+    elif args.prior_onnx:
+        from posenet_ros.model_file import load_model_info
+
+        median_error = load_model_info(str(args.prior_onnx)).median_error
+    else:
+        median_error = f"{args.prior_noise[0]} m, {args.prior_noise[1]} deg"
+    config = node_refiner_config(json.loads(args.config) if args.config else {}, median_error)
     refiner = Refiner(site_map, config)
     records = load_split(args.dataset, "test")
     if args.limit:
@@ -179,6 +202,9 @@ def run(args: argparse.Namespace) -> dict:
             k: {"median": 1000 * float(np.median(v)), "p90": 1000 * float(np.percentile(v, 90))}
             for k, v in timings.items()
         },
+        "median_error": median_error,
+        "max_prior_distance_m": config.max_prior_distance_m,
+        "max_prior_angle_deg": config.max_prior_angle_deg,
         "threads": args.threads,
         "load": os.getloadavg(),
     }
@@ -220,12 +246,22 @@ def main(argv: list[str] | None = None) -> int:
         "--image-scale", type=float, default=1.0, help="resize the frames (and K) by this"
     )
     p.add_argument("--config", help="RefinerConfig overrides as JSON, e.g. '{\"ratio\": 0.9}'")
+    p.add_argument(
+        "--median-error",
+        help="model median error the prior limits' auto value is resolved from, as the model "
+        "file writes it ('1.78 m, 2.5 deg'; default: --prior-onnx's posenet.median_error, else "
+        "--prior-noise)",
+    )
     p.add_argument("--json", type=Path, help="also write the summary here")
     args = p.parse_args(argv)
     start = time.perf_counter()
     s = run(args)
     s["wall_s"] = time.perf_counter() - start
     print(f"dataset {s['dataset']}  map {s['map']}  prior: {s['prior']}")
+    print(
+        f"prior limits {s['max_prior_distance_m']:g} m / {s['max_prior_angle_deg']:g} deg"
+        f" (model median error {s['median_error']!r})"
+    )
     print(
         "| frames | refined | refined median | refined p90 | prior median | published median"
         " | median inliers | failures |"
