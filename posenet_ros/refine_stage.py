@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -37,6 +36,7 @@ from posenet_core.covariance import stddev_from_covariance
 from posenet_core.errors import PoseNetError
 from posenet_core.geometry import matrix_to_pose
 from posenet_core.refine import FAILURE_REASONS, RefineError, RefinementResult, RefinerConfig
+from posenet_core.refine.limits import AUTO_FACTOR, AUTO_LIMIT, auto_prior_limits
 from posenet_ros.frame_worker import LatestFrameWorker
 from posenet_ros.gating import GateConfig, GateDecision, uncertainty_decision
 
@@ -219,13 +219,6 @@ NICE_PARAMETER = "refine.thread_nice"
 OPENCV_THREADS_PARAMETER = "refine.opencv_threads"
 DISTANCE_LIMIT_PARAMETER = "refine.max_prior_distance_m"
 ANGLE_LIMIT_PARAMETER = "refine.max_prior_angle_deg"
-# The prior limits' "auto" value: a fixed 1 m refused every refinement of a forward drive whose
-# PoseNet prior was 1.8 m off (median) although PnP put those frames within 5 mm; the limit has
-# to scale with the model actually loaded, whose median error the model file carries.
-AUTO_LIMIT = -1.0
-AUTO_FACTOR = 5.0
-AUTO_FLOOR_DISTANCE_M = _CONFIG_DEFAULTS.max_prior_distance_m
-AUTO_FLOOR_ANGLE_DEG = _CONFIG_DEFAULTS.max_prior_angle_deg
 # The stage's own parameters; every other refine.* one is a RefinerConfig field.
 STAGE_PARAMETERS = (RATE_PARAMETER, NICE_PARAMETER, OPENCV_THREADS_PARAMETER)
 DEFAULT_RATE_HZ = 5.0
@@ -364,44 +357,6 @@ REFINE_PARAMETERS: tuple[ParameterSpec, ...] = (
     ),
 )
 _CONFIG_FIELDS = {f.name for f in fields(RefinerConfig)}
-
-
-_MEDIAN_ERROR_PATTERN = re.compile(
-    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*m\s*,"
-    r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*deg\s*$"
-)
-
-
-def parse_median_error(text: str) -> tuple[float, float] | None:
-    """(metres, degrees) of a model file's ``posenet.median_error`` ("0.026 m, 2.22 deg").
-
-    None when the file says "unknown" or anything else that is not two finite numbers.
-    """
-    match = _MEDIAN_ERROR_PATTERN.match(text or "")
-    if match is None:
-        return None
-    position_m, rotation_deg = float(match.group(1)), float(match.group(2))
-    if not (math.isfinite(position_m) and math.isfinite(rotation_deg)):
-        return None
-    return position_m, rotation_deg
-
-
-def auto_prior_limits(model_median_error: str) -> tuple[float, float]:
-    """The prior limits (m, deg) that ``-1`` (auto) stands for, given the model's median error.
-
-    ``AUTO_FACTOR`` times the median error, so that the prior's usual spread (its tail to about
-    the 90th percentile on the data measured) passes while a refined pose that jumped to another
-    part of the map is still refused; never below the floors (1 m, 20 deg), which are also the
-    limits when the model file does not know its error. The angle is at most 180 deg.
-    """
-    parsed = parse_median_error(model_median_error)
-    if parsed is None:
-        return AUTO_FLOOR_DISTANCE_M, AUTO_FLOOR_ANGLE_DEG
-    position_m, rotation_deg = parsed
-    return (
-        max(AUTO_FACTOR * position_m, AUTO_FLOOR_DISTANCE_M),
-        min(max(AUTO_FACTOR * rotation_deg, AUTO_FLOOR_ANGLE_DEG), 180.0),
-    )
 
 
 def refiner_config_from_parameters(

@@ -41,7 +41,10 @@ and rules. Nothing here opens a file:
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +71,8 @@ __all__ = [
     "UNCERTAINTY_WIDTHS",
     "ModelInfo",
     "contract_metadata",
+    "format_median_error",
+    "parse_median_error",
     "parse_metadata",
     "scene_frame_problem",
     "validate_session",
@@ -404,3 +409,41 @@ def contract_metadata(
         metadata[KEY_DATASET_FINGERPRINT] = dataset_fingerprint
     parse_metadata(metadata, "<being written>")
     return metadata
+
+
+_MEDIAN_ERROR_PATTERN = re.compile(
+    r"^\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*m\s*,"
+    r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*deg\s*$"
+)
+
+
+def format_median_error(validation: Mapping[str, Any] | None) -> str:
+    """``posenet.median_error`` text ("0.026 m, 2.22 deg") of a validation summary.
+
+    ``validation`` holds ``median_translation_m`` and ``median_rotation_deg`` (a checkpoint's
+    last validation); "unknown" when it is missing or not two finite numbers.
+    """
+    if not isinstance(validation, Mapping):
+        return _UNKNOWN
+    try:
+        position_m = float(validation["median_translation_m"])
+        rotation_deg = float(validation["median_rotation_deg"])
+    except (KeyError, TypeError, ValueError):
+        return _UNKNOWN
+    if not (math.isfinite(position_m) and math.isfinite(rotation_deg)):
+        return _UNKNOWN
+    return f"{position_m:.3f} m, {rotation_deg:.2f} deg"
+
+
+def parse_median_error(text: str | None) -> tuple[float, float] | None:
+    """(metres, degrees) of a ``posenet.median_error`` text ("0.026 m, 2.22 deg").
+
+    None when it says "unknown" or anything else that is not two finite numbers.
+    """
+    match = _MEDIAN_ERROR_PATTERN.match(text or "")
+    if match is None:
+        return None
+    position_m, rotation_deg = float(match.group(1)), float(match.group(2))
+    if not (math.isfinite(position_m) and math.isfinite(rotation_deg)):
+        return None
+    return position_m, rotation_deg

@@ -77,6 +77,7 @@ from posenet_core.contract import (
     KEY_DATASET_FINGERPRINT,
     UNCERTAINTY_KEY,
     ModelInfo,
+    format_median_error,
     parse_metadata,
 )
 from posenet_core.datasets import SPLITS, CameraIntrinsics, PoseRecord
@@ -102,7 +103,13 @@ from posenet_core.mapfile import (
 from posenet_core.metrics import THRESHOLDS, error_statistics, pose_errors
 from posenet_core.plots import figure, plot_error_cdf_curves, plot_error_cdfs, save_figure
 from posenet_core.preprocess import center_crop, crop, resize_shorter
-from posenet_core.refine import FAILURE_REASONS, Refiner, RefinerConfig
+from posenet_core.refine import (
+    AUTO_FACTOR,
+    FAILURE_REASONS,
+    Refiner,
+    RefinerConfig,
+    with_auto_prior_limits,
+)
 from posenet_train.datasets import dataset_intrinsics, load_split, parse_dataset_spec
 from posenet_train.errors import ModelError, PoseNetTrainError
 from posenet_train.preprocess import DENSE_CROPS, dense_crop_offsets
@@ -535,18 +542,24 @@ def refine_poses(
     intrinsics: CameraIntrinsics,
     *,
     config: RefinerConfig | None = None,
+    model_median_error: str | None = None,
     opencv_threads: int = 1,
     progress: bool = False,
 ) -> RefinedPoses:
     """Refine each record's prior against the map exactly as the node does.
 
     The node's refine worker: :class:`posenet_core.refine.Refiner` with the node's defaults
-    (``RefinerConfig()``, what ``refine.*`` defaults to), the full RGB frame, the camera's K and
-    distortion (the dataset's intrinsics, which ``dataset_player`` publishes as camera_info),
-    OpenCV on ``opencv_threads`` threads (``refine.opencv_threads``). A frame whose size differs
-    from the intrinsics' is an error (the node would skip it: ``camera_info_size``).
+    (``RefinerConfig()``, what ``refine.*`` defaults to, with the prior limits' auto value for
+    ``model_median_error``, the model's ``posenet.median_error``; "unknown" or None gives the
+    floors 1 m / 20 deg), the full RGB frame, the camera's K and distortion (the dataset's
+    intrinsics, which ``dataset_player`` publishes as camera_info), OpenCV on
+    ``opencv_threads`` threads (``refine.opencv_threads``). ``config`` replaces all of that
+    configuration. A frame whose size differs from the intrinsics' is an error (the node would
+    skip it: ``camera_info_size``).
     """
-    refiner = Refiner(site_map, config if config is not None else RefinerConfig())
+    if config is None:
+        config = with_auto_prior_limits(RefinerConfig(), model_median_error)
+    refiner = Refiner(site_map, config)
     K, dist = intrinsics.K, intrinsics.dist_coeffs
     count = len(records)
     position = np.array(prior_position_m, dtype=np.float64).reshape(count, 3)
@@ -1192,7 +1205,13 @@ def main(
     if site_map is not None:  # likewise
         config["map"] = {
             **_file_identity(Path(map_path)),
-            "refiner": dataclasses.asdict(RefinerConfig()),
+            # The prior limits follow the model file (auto, as the node's default), which the
+            # configuration already names.
+            "refiner": {
+                **dataclasses.asdict(RefinerConfig()),
+                "max_prior_distance_m": "auto",
+                "max_prior_angle_deg": "auto",
+            },
             "intrinsics": camera[0].to_dict(),
         }
     if summary_path.is_file() and not overwrite:
@@ -1214,6 +1233,7 @@ def main(
     extra: dict = {}
     head_log_variance = None
     mc = None
+    model_median_error = None
     if checkpoint is not None:
         from posenet_train.checkpoint import model_from_checkpoint
 
@@ -1246,6 +1266,10 @@ def main(
                 with_uncertainty=True,
             )
         extra = {"resize_shorter": resize, "crop_hw": list(crop_size)}
+        # What export will write as the model file's posenet.median_error.
+        model_median_error = format_median_error(
+            (ckpt.get("extra") or {}).get("val") if isinstance(ckpt, dict) else None
+        )
     elif onnx is not None:
         (position, quat, head_log_variance), contract = predict_onnx(
             onnx,
@@ -1257,6 +1281,7 @@ def main(
             with_uncertainty=True,
         )
         extra = {"resize_shorter": contract.resize_shorter, "crop_hw": list(contract.input_hw)}
+        model_median_error = contract.median_error
         if site_map is not None:  # the node's start-up check of its map against its model
             check_compatible(
                 site_map,
@@ -1337,12 +1362,20 @@ def main(
         )
     refinement: dict = {}
     if site_map is not None:
-        refined = refine_poses(site_map, records, position, quat, camera[0], progress=progress)
+        refiner_config = with_auto_prior_limits(RefinerConfig(), model_median_error)
+        refined = refine_poses(
+            site_map, records, position, quat, camera[0], config=refiner_config, progress=progress
+        )
         ref_t, ref_r = pose_errors(refined.position_m, refined.quat_wxyz, gt_position, gt_quat)
         refinement = {
             "map": str(map_path),
             "map_summary": site_map.summary(),
             "intrinsics_source": camera[1],
+            "prior_limits": {
+                "model_median_error": model_median_error,
+                "max_prior_distance_m": refiner_config.max_prior_distance_m,
+                "max_prior_angle_deg": refiner_config.max_prior_angle_deg,
+            },
             **refinement_report(refined, t_err, r_err, ref_t, ref_r),
         }
         _write_refined_csv(
@@ -1556,6 +1589,14 @@ def print_refinement(result: dict) -> None:
         f"{r['median_refine_ms']:.0f} ms per refinement; map {r['map']} ({r['map_summary']}), "
         f"intrinsics from {r['intrinsics_source']}"
     )
+    limits = r.get("prior_limits")
+    if limits:
+        print(
+            f"prior limits {limits['max_prior_distance_m']:.3g} m / "
+            f"{limits['max_prior_angle_deg']:.3g} deg (auto, as the node: "
+            f"{AUTO_FACTOR:g}x the model's median error {limits['model_median_error']!r}, "
+            "at least 1 m / 20 deg)"
+        )
 
 
 def _print_summary(result: dict) -> None:

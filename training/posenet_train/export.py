@@ -67,7 +67,7 @@ import torch
 
 from posenet_core.calibration import calibration_paths
 from posenet_core.cli import non_negative_int, run_main
-from posenet_core.contract import contract_metadata, scene_frame_problem
+from posenet_core.contract import contract_metadata, format_median_error, scene_frame_problem
 from posenet_core.datasets import PoseRecord
 from posenet_core.errors import ModelFileError
 from posenet_core.images import read_rgb
@@ -116,18 +116,6 @@ def preprocess_images(
     return np.ascontiguousarray(np.divide(stacked, np.float32(255.0), dtype=np.float32))
 
 
-def _format_median_error(val: dict | None) -> str:
-    if not isinstance(val, dict):
-        return "unknown"
-    try:
-        t, r = float(val["median_translation_m"]), float(val["median_rotation_deg"])
-    except (KeyError, TypeError, ValueError):
-        return "unknown"
-    if not (math.isfinite(t) and math.isfinite(r)):
-        return "unknown"
-    return f"{t:.3f} m, {r:.2f} deg"
-
-
 def _dataset_name(dataset: str) -> str:
     _, folder = parse_dataset_spec(dataset)
     return folder.resolve().name or str(folder)
@@ -158,7 +146,7 @@ def build_metadata(
             scene_frame=scene_frame,
             architecture=str(ckpt["model_args"]["name"]),
             dataset=_dataset_name(dataset),
-            median_error=_format_median_error(extra.get("val")),
+            median_error=format_median_error(extra.get("val")),
             uncertainty_output=UNCERTAINTY_OUTPUT if uncertainty else None,
             dataset_fingerprint=dataset_fingerprint,
         )

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from posenet_core.contract import format_median_error
 from posenet_core.datasets import find_intrinsics, write_cambridge
 from posenet_core.errors import DatasetError
 from posenet_core.features import FeatureConfig
@@ -28,7 +29,7 @@ from posenet_core.mapfile import (
     split_fingerprint,
     write_map,
 )
-from posenet_core.refine import Refiner, RefinerConfig
+from posenet_core.refine import Refiner, RefinerConfig, with_auto_prior_limits
 from posenet_train import evaluate
 from posenet_train import map as map_step
 from posenet_train.datasets import FORMATS, dataset_intrinsics, load_split
@@ -484,23 +485,54 @@ def test_evaluate_with_map_reports_prior_and_refined(dino_subset, dino_map, gt_p
     assert f"refined {r['refined_count']} of 4 frames" in text
 
 
-def test_evaluate_refines_as_the_node_does(dino_subset, dino_map):
-    """The node's refine.* defaults are RefinerConfig's, and its K from the player's
-    camera_info is the K evaluation refines with: the same pose to the last bit."""
+@pytest.mark.parametrize(
+    ("validation", "limits"),
+    [
+        (None, (1.0, 20.0)),  # the checkpoint does not know its error: the floors
+        ({"median_translation_m": 0.3, "median_rotation_deg": 5.0}, (1.5, 25.0)),
+        ({"median_translation_m": 0.05, "median_rotation_deg": 1.0}, (1.0, 20.0)),
+    ],
+)
+def test_evaluate_map_limits_follow_the_model_like_the_node(
+    dino_subset, dino_map, gt_prior, tmp_path, monkeypatch, validation, limits
+):
+    """The prior limits offline are the node's auto ones for the model file export writes:
+    5x the checkpoint's validation median (posenet.median_error), at least 1 m / 20 deg; a
+    fixed limit offline refused frames the node refined live."""
+    ckpt = {"extra": {"val": validation}} if validation else {}
+    fake = sys.modules["posenet_train.checkpoint"]
+    monkeypatch.setattr(fake, "model_from_checkpoint", lambda path: (torch.nn.Identity(), ckpt))
+    out = tmp_path / "eval"
+    argv = ["--dataset", str(dino_subset), "--checkpoint", str(gt_prior), "--map", str(dino_map)]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        assert evaluate.cli([*argv, "--output", str(out), "--quiet"]) == 0
+    got = json.loads((out / "summary.json").read_text())["refinement"]["prior_limits"]
+    assert (got["max_prior_distance_m"], got["max_prior_angle_deg"]) == pytest.approx(limits)
+    assert got["model_median_error"] == format_median_error(validation)
+    assert f"prior limits {limits[0]:.3g} m / {limits[1]:.3g} deg (auto" in printed.getvalue()
+
+
+@pytest.mark.parametrize("median_error", ["unknown", "0.400 m, 8.00 deg", "0.010 m, 0.50 deg"])
+def test_evaluate_refines_as_the_node_does(dino_subset, dino_map, median_error):
+    """The node's refine.* defaults are RefinerConfig's with the prior limits resolved from the
+    model file's median error, and its K from the player's camera_info is the K evaluation
+    refines with: the same pose to the last bit."""
     import cv2
 
     refine_stage = pytest.importorskip("posenet_ros.refine_stage")
     player = pytest.importorskip("posenet_ros.player_node")
     defaults = {spec.name: spec.default for spec in refine_stage.REFINE_PARAMETERS}
-    node_config = refine_stage.refiner_config_from_parameters(defaults)
-    assert node_config == RefinerConfig()
+    node_config = refine_stage.refiner_config_from_parameters(defaults, median_error)
+    assert node_config == with_auto_prior_limits(RefinerConfig(), median_error)
     camera, _ = dataset_intrinsics(dino_subset, "test")
     node_camera = refine_stage.intrinsics_from_camera_info(player.camera_info_msg(camera))
     records = load_split(dino_subset, "test")[:2]
     prior_position = np.stack([r.position_m for r in records]) + PRIOR_OFFSET_M
     prior_quat = np.stack([r.quat_wxyz for r in records])
     site_map = evaluate.load_refinement_map(dino_map, dino_subset)
-    ours = evaluate.refine_poses(site_map, records, prior_position, prior_quat, camera)
+    ours = evaluate.refine_poses(
+        site_map, records, prior_position, prior_quat, camera, model_median_error=median_error
+    )
     cv2.setNumThreads(1)  # refine.opencv_threads
     refiner = Refiner(site_map, node_config)
     for i, record in enumerate(records):

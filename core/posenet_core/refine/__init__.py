@@ -13,11 +13,18 @@ builds one :class:`Refiner` from the map file and calls :meth:`Refiner.refine` p
         log(result.failure, result.message)
 
 Modules: :mod:`posenet_core.features` (the extractor and matcher shared with the map builder),
-:mod:`.pnp` (PnP-RANSAC and its covariance), :mod:`.refiner` (the per-frame pipeline).
+:mod:`.pnp` (PnP-RANSAC and its covariance), :mod:`.refiner` (the per-frame pipeline),
+:mod:`.limits` (the prior limits' auto value).
 """
 
 from posenet_core.features import FeatureConfig, FeatureError
 from posenet_core.refine.errors import RefineError
+from posenet_core.refine.limits import (
+    AUTO_FACTOR,
+    AUTO_LIMIT,
+    auto_prior_limits,
+    with_auto_prior_limits,
+)
 from posenet_core.refine.refiner import (
     FAILURE_REASONS,
     RefinementResult,
@@ -26,6 +33,8 @@ from posenet_core.refine.refiner import (
 )
 
 __all__ = [
+    "AUTO_FACTOR",
+    "AUTO_LIMIT",
     "FAILURE_REASONS",
     "FeatureConfig",
     "FeatureError",
@@ -33,4 +42,6 @@ __all__ = [
     "RefinementResult",
     "Refiner",
     "RefinerConfig",
+    "auto_prior_limits",
+    "with_auto_prior_limits",
 ]
