@@ -90,6 +90,7 @@ __all__ = [
     "output_names",
     "preprocess_images",
     "recalibrate_uncertainty",
+    "write_metadata",
 ]
 
 INPUT_NAME = "image"
@@ -257,7 +258,9 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
         )
 
 
-def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+def write_metadata(path: Path, metadata: dict[str, str], *, check: bool = True) -> None:
+    """Set ``metadata``'s keys in the ONNX file at ``path`` (other keys kept), in place; with
+    ``check``, run the ONNX checker on the result first. Used by export and by quantize."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -267,7 +270,8 @@ def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
+    if check:
+        onnx.checker.check_model(proto)
     # One self-contained file: the node and TensorRT get everything from it.
     onnx.save_model(proto, str(path), save_as_external_data=False)
 
@@ -398,7 +402,7 @@ def main(
         tmp = Path(tmp_name)
         try:
             _export_onnx(model, torch.from_numpy(inputs[:1]), tmp)
-            _write_metadata(tmp, metadata)
+            write_metadata(tmp, metadata)
             max_diff = _compare_with_onnxruntime(model, tmp, inputs)
             print(
                 f"ONNX Runtime vs PyTorch on {len(inputs)} images: max |difference| "

@@ -81,6 +81,7 @@ from posenet_core.cli import positive_int as _positive_int
 from posenet_core.errors import CalibrationDataError
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
+from posenet_train.export import write_metadata
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -100,6 +101,7 @@ __all__ = [
     "load_calibration",
     "load_evaluation_images",
     "main",
+    "time_in_turns",
     "output_differences",
 ]
 
@@ -270,19 +272,6 @@ def regression_tail_nodes(proto) -> list[str]:
     return list(seen)
 
 
-def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    keep = [p for p in proto.metadata_props if p.key not in metadata]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
 def benchmark_pair(
     paths: Sequence[str | Path],
     image: np.ndarray,
@@ -298,17 +287,34 @@ def benchmark_pair(
     The runs are split into ``rounds`` turns that alternate between the models, so a load
     change on a shared machine hits all of them alike (one model after the other would not).
     """
-    sessions = [_session(path, threads) for path in paths]
     feed = {input_name: np.ascontiguousarray(image[:1], dtype=np.float32)}
-    for session in sessions:
+    return time_in_turns(
+        [(_session(path, threads), feed) for path in paths],
+        runs=runs,
+        warmup=warmup,
+        rounds=rounds,
+    )
+
+
+def time_in_turns(
+    feeds: Sequence[tuple[Any, dict[str, np.ndarray]]],
+    *,
+    runs: int,
+    warmup: int = 5,
+    rounds: int = 10,
+) -> list[float]:
+    """Median wall time (ms) of ``session.run(None, feed)`` per ``(session, feed)``, ``runs``
+    runs each after ``warmup`` untimed ones, the sessions timed in ``rounds`` alternating turns
+    (see :func:`benchmark_pair`)."""
+    for session, feed in feeds:
         for _ in range(warmup):
             session.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
+    times: list[list[float]] = [[] for _ in feeds]
     per_turn = max(1, runs // max(1, rounds))
     done = 0
     while done < runs:
         count = min(per_turn, runs - done)
-        for session, measured in zip(sessions, times, strict=True):
+        for (session, feed), measured in zip(feeds, times, strict=True):
             for _ in range(count):
                 start = time.perf_counter()
                 session.run(None, feed)
@@ -864,7 +870,7 @@ def _write_output(
     tmp = Path(tmp_name)
     try:
         shutil.copyfile(candidate, tmp)
-        _write_metadata(
+        write_metadata(
             tmp,
             {
                 **metadata,
@@ -872,6 +878,7 @@ def _write_output(
                 FLOAT_LAYERS_KEY: json.dumps(description["float_layers"]),
                 FLOAT_NODES_KEY: json.dumps(float_nodes),
             },
+            check=False,
         )
         got = _run_all(_session(tmp, threads), contract, images)
         if not (np.isfinite(got[0]).all() and np.isfinite(got[1]).all()):
