@@ -113,10 +113,13 @@ class Harness:
             self.proc.stop()
             pytest.fail(f"relocalizer did not subscribe; its output:\n{self.proc.output}")
 
-    def send_until(self, msg, done, timeout_s: float = RECEIVE_TIMEOUT_S) -> bool:
-        """Publish ``msg`` (again every 0.5 s: best effort may lose one) until ``done()``."""
+    def send_until(self, msg, done, timeout_s: float = RECEIVE_TIMEOUT_S, before=None) -> bool:
+        """Publish ``msg`` (again every 0.5 s: best effort may lose one) until ``done()``;
+        ``before()``, when given, runs before each publication (e.g. sends camera_info)."""
         end = self.peer.node.get_clock().now().nanoseconds + int(timeout_s * 1e9)
         while self.peer.node.get_clock().now().nanoseconds < end:
+            if before is not None:
+                before()
             self.image_pub.publish(msg)
             if self.peer.spin_until(done, 0.5, self.proc):
                 return True
