@@ -76,7 +76,7 @@ from typing import Any
 import numpy as np
 
 from posenet_core.calibration import calibration_paths, read_calibration_images
-from posenet_core.cli import number
+from posenet_core.cli import main_arguments, number
 from posenet_core.cli import positive_int as _positive_int
 from posenet_core.errors import CalibrationDataError
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
@@ -1034,30 +1034,14 @@ def cli(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         main(
-            args.model,
-            args.output,
-            calibration=args.calibration,
-            quant_format=args.quant_format,
-            per_channel=not args.per_tensor,
-            method=args.method,
-            overwrite=args.overwrite,
-            benchmark=args.benchmark,
-            threads=args.threads,
-            runs=args.runs,
-            dataset=args.dataset,
-            use_model_dataset=not args.no_dataset,
-            split=args.split,
-            select_split=args.select_split,
-            max_eval_images=args.max_eval_images,
-            max_error_increase=args.max_error_increase,
-            on_excess=args.on_excess,
-            mixed_precision=not args.no_mixed_precision,
-            keep_float=args.keep_float,
-            analyse=args.analyse,
-            granularity=args.granularity,
-            max_float_layers=args.max_float_layers,
-            max_float_mac_share=args.max_float_mac_share,
-            min_speedup=args.min_speedup,
+            **main_arguments(
+                main,
+                args,
+                per_channel=not args.per_tensor,
+                use_model_dataset=not args.no_dataset,
+                mixed_precision=not args.no_mixed_precision,
+                handled=("per_tensor", "no_dataset", "no_mixed_precision"),
+            )
         )
     except AccuracyBudgetError as exc:
         print(f"posenet-quantize: refused: {exc}", file=sys.stderr)
