@@ -97,6 +97,13 @@ def fake_gpu(monkeypatch):
     return install
 
 
+@pytest.fixture()
+def auto_sees_tensorrt(monkeypatch):
+    """What backend "auto" asks: TensorRT importable, a CUDA GPU present (both yes)."""
+    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
+    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
+
+
 class StubRunner:
     """What EngineRunner.run returns, computed like the test model (mean colour * 2.5)."""
 
@@ -433,11 +440,9 @@ def test_create_backend_passes_tensorrt_options(model, fake_gpu, tmp_path):
     assert messages[0] == "inference backend: tensorrt (requested backend 'tensorrt')"
 
 
-def test_auto_picks_tensorrt_with_gpu(model, fake_gpu, monkeypatch):
+def test_auto_picks_tensorrt_with_gpu(model, fake_gpu, auto_sees_tensorrt):
     path, info = model
     fake_gpu("10.3.0")
-    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
-    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
     messages: list[str] = []
     backend = create_backend("auto", str(path), info, log=messages.append)
     assert backend.name == "tensorrt"
@@ -446,22 +451,18 @@ def test_auto_picks_tensorrt_with_gpu(model, fake_gpu, monkeypatch):
     )
 
 
-def test_auto_does_not_hide_a_stale_engine(model, fake_gpu, monkeypatch):
+def test_auto_does_not_hide_a_stale_engine(model, fake_gpu, auto_sees_tensorrt):
     path, info = model
     fake_gpu("8.6.1")
     create_tensorrt_backend(str(path), info)
     fake_gpu("10.3.0")
-    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
-    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
     with pytest.raises(StaleEngineError):
         create_backend("auto", str(path), info)
 
 
-def test_auto_falls_back_on_other_tensorrt_failures(model, fake_gpu, monkeypatch):
+def test_auto_falls_back_on_other_tensorrt_failures(model, fake_gpu, auto_sees_tensorrt):
     path, info = model
     fake_gpu("8.4.0")
-    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
-    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
     messages: list[str] = []
     backend = create_backend("auto", str(path), info, log=messages.append)
     assert backend.name == "onnxruntime"
