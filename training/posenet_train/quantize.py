@@ -65,7 +65,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -79,6 +78,7 @@ from posenet_core.calibration import calibration_paths, read_calibration_images
 from posenet_core.cli import main_arguments, number
 from posenet_core.cli import positive_int as _positive_int
 from posenet_core.errors import CalibrationDataError
+from posenet_core.files import replaced_atomically
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
 from posenet_train.export import write_metadata
@@ -864,11 +864,7 @@ def _write_output(
     """Copy ``candidate`` to ``output`` with the metadata, atomically, after a NaN check."""
     import shutil
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replaced_atomically(output) as tmp:
         shutil.copyfile(candidate, tmp)
         write_metadata(
             tmp,
@@ -885,13 +881,6 @@ def _write_output(
             raise ModelError(
                 f"the INT8 model gives NaN/inf on the calibration images; {output} was not written"
             )
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
