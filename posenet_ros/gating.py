@@ -101,26 +101,15 @@ def uncertainty_decision(config: GateConfig, stddev: np.ndarray | list[float]) -
     rotations in rad). Counts nothing; :meth:`PoseGate.check` counts its own rejections.
     """
     sigma = np.asarray(stddev, dtype=np.float64).reshape(6)
-    largest_position = float(np.max(sigma[:3]))
-    largest_rotation = float(np.max(sigma[3:]))
-    if config.max_position_stddev_m > 0.0 and not (
-        largest_position <= config.max_position_stddev_m
+    for reason, what, axes, unit, bound_name in (
+        (REASON_POSITION_STDDEV, "position", sigma[:3], "m", "max_position_stddev_m"),
+        (REASON_ROTATION_STDDEV, "rotation", sigma[3:], "rad", "max_rotation_stddev_rad"),
     ):
-        return GateDecision(
-            False,
-            REASON_POSITION_STDDEV,
-            f"position stddev {largest_position:.3g} m > max_position_stddev_m "
-            f"{config.max_position_stddev_m:g}",
-        )
-    if config.max_rotation_stddev_rad > 0.0 and not (
-        largest_rotation <= config.max_rotation_stddev_rad
-    ):
-        return GateDecision(
-            False,
-            REASON_ROTATION_STDDEV,
-            f"rotation stddev {largest_rotation:.3g} rad > max_rotation_stddev_rad "
-            f"{config.max_rotation_stddev_rad:g}",
-        )
+        largest, bound = float(np.max(axes)), getattr(config, bound_name)
+        if bound > 0.0 and not largest <= bound:  # NaN is rejected too
+            return GateDecision(
+                False, reason, f"{what} stddev {largest:.3g} {unit} > {bound_name} {bound:g}"
+            )
     return GateDecision(True)
 
 

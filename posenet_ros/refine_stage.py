@@ -39,6 +39,7 @@ from posenet_core.refine import FAILURE_REASONS, RefineError, RefinementResult, 
 from posenet_core.refine.limits import AUTO_FACTOR, AUTO_LIMIT, auto_prior_limits
 from posenet_ros.frame_worker import LatestFrameWorker
 from posenet_ros.gating import GateConfig, GateDecision, uncertainty_decision
+from posenet_ros.stats import window_median, window_percentile
 
 SOURCE_PRIOR = "prior"
 SOURCE_REFINED = "refined"
@@ -510,14 +511,6 @@ def _with(output: PoseOutput, **changes) -> PoseOutput:
 # ----------------------------------------------------------------------------------- stats
 
 
-def _median(values) -> float:
-    return float(np.median(values)) if values else float("nan")
-
-
-def _p99(values) -> float:
-    return float(np.percentile(values, 99)) if values else float("nan")
-
-
 @dataclass(frozen=True)
 class RefineSnapshot:
     """Refinement numbers for one diagnostics period (rates over it) and lifetime counters."""
@@ -588,11 +581,11 @@ class RefineStats:
                 attempt_rate_hz=attempts / window_s,
                 refined_rate_hz=self._window_refined / window_s,
                 success_share=self._window_refined / attempts if attempts else float("nan"),
-                refine_ms_median=_median(self._refine_ms),
-                refine_ms_p99=_p99(self._refine_ms),
-                refine_cpu_ms_median=_median(self._cpu_ms),
-                latency_ms_median=_median(self._latency_ms),
-                latency_ms_p99=_p99(self._latency_ms),
+                refine_ms_median=window_median(self._refine_ms),
+                refine_ms_p99=window_percentile(self._refine_ms, 99),
+                refine_cpu_ms_median=window_median(self._cpu_ms),
+                latency_ms_median=window_median(self._latency_ms),
+                latency_ms_p99=window_percentile(self._latency_ms, 99),
                 attempted=self.attempted,
                 refined=self.refined,
                 failures=dict(self.failures),

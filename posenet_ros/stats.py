@@ -69,11 +69,13 @@ class StatsSnapshot:
     last_error: str
 
 
-def _median(values: deque) -> float:
+def window_median(values: deque) -> float:
+    """Median of a window's values; NaN for an empty window."""
     return float(np.median(values)) if values else float("nan")
 
 
-def _percentile(values: deque, q: float) -> float:
+def window_percentile(values: deque, q: float) -> float:
+    """``q``-th percentile of a window's values; NaN for an empty window."""
     return float(np.percentile(values, q)) if values else float("nan")
 
 
@@ -137,10 +139,10 @@ class NodeStats:
                 window_s=window_s,
                 input_rate_hz=self._window_received / window_s,
                 output_rate_hz=self._window_published / window_s,
-                inference_ms_median=_median(self._inference_ms),
-                overhead_ms_median=_median(self._overhead_ms),
-                latency_ms_median=_median(self._latency_ms),
-                latency_ms_p99=_percentile(self._latency_ms, 99),
+                inference_ms_median=window_median(self._inference_ms),
+                overhead_ms_median=window_median(self._overhead_ms),
+                latency_ms_median=window_median(self._latency_ms),
+                latency_ms_p99=window_percentile(self._latency_ms, 99),
                 received=self.received,
                 published=self.published,
                 dropped_busy=self.dropped_busy,

@@ -91,27 +91,29 @@ class NodeProcess:
         A process still running after ``timeout_s`` is killed (never left behind) and the
         timeout is raised.
         """
-        try:
-            out, _ = self.proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-            self.output += out or ""
-            raise
-        self.output += out or ""
+        self._collect(timeout_s, raise_timeout=True)
         return self.proc.returncode
 
     def stop(self, timeout_s: float = 10.0) -> int:
         """SIGINT (what Ctrl-C and ros2 launch send), then collect the output."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
+        self._collect(timeout_s, raise_timeout=False)
+        return self.proc.returncode
+
+    def _collect(self, timeout_s: float, *, raise_timeout: bool) -> None:
+        """Wait up to ``timeout_s`` for the end and append the output; a process still running
+        then is killed (its output kept too) and, with ``raise_timeout``, the timeout raised."""
+        timed_out: subprocess.TimeoutExpired | None = None
         try:
             out, _ = self.proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             out, _ = self.proc.communicate()
+            timed_out = exc
         self.output += out or ""
-        return self.proc.returncode
+        if timed_out is not None and raise_timeout:
+            raise timed_out
 
 
 def _param_text(value: object) -> str:

@@ -24,6 +24,14 @@ def at(x: float) -> np.ndarray:
     return np.array([x, 0.0, 0.0])
 
 
+def gate_with_reference(**config) -> PoseGate:
+    """A gate whose speed gate allows 1 m/s and no margin (``config`` adds to or overrides
+    that), after it accepted its first estimate, the speed reference: x = 0 at t = 0."""
+    gate = PoseGate(GateConfig(**{"max_speed_m_s": 1.0, "speed_gate_margin_m": 0.0, **config}))
+    assert gate.check(0, at(0.0), SMALL).accepted
+    return gate
+
+
 @pytest.mark.parametrize(
     "changes, words",
     [
@@ -88,8 +96,7 @@ def test_uncertainty_gates(config, stddev, reason):
 
 
 def test_speed_gate_allows_speed_times_dt_plus_margin():
-    gate = PoseGate(GateConfig(max_speed_m_s=2.0, speed_gate_margin_m=0.1))
-    assert gate.check(0, at(0.0), SMALL).accepted
+    gate = gate_with_reference(max_speed_m_s=2.0, speed_gate_margin_m=0.1)
     # 0.5 s later: 2 m/s * 0.5 s + 0.1 m = 1.1 m allowed.
     assert gate.check(S // 2, at(1.09), SMALL).accepted
     decision = gate.check(S, at(1.09 + 1.2), SMALL)  # 1.2 m in 0.5 s
@@ -99,8 +106,7 @@ def test_speed_gate_allows_speed_times_dt_plus_margin():
 
 
 def test_speed_is_measured_from_the_last_accepted_estimate():
-    gate = PoseGate(GateConfig(max_speed_m_s=1.0, speed_gate_margin_m=0.0))
-    assert gate.check(0, at(0.0), SMALL).accepted
+    gate = gate_with_reference()
     assert not gate.check(S // 10, at(5.0), SMALL).accepted  # outlier
     # 1 s after the reference (not 0.9 s after the outlier): 1 m is allowed from x = 0.
     assert gate.check(S, at(0.95), SMALL).accepted
@@ -108,10 +114,7 @@ def test_speed_is_measured_from_the_last_accepted_estimate():
 
 
 def test_speed_gate_resets_after_max_rejections_in_a_row():
-    gate = PoseGate(
-        GateConfig(max_speed_m_s=1.0, speed_gate_margin_m=0.0, speed_gate_max_rejections=3)
-    )
-    assert gate.check(0, at(0.0), SMALL).accepted  # the reference turns out to be the outlier
+    gate = gate_with_reference(speed_gate_max_rejections=3)  # the reference is the outlier
     stamps = [S * k // 30 for k in range(1, 6)]
     decisions = [gate.check(t, at(10.0), SMALL) for t in stamps]
     assert [d.accepted for d in decisions] == [False, False, False, True, True]
@@ -119,14 +122,7 @@ def test_speed_gate_resets_after_max_rejections_in_a_row():
 
 
 def test_uncertainty_rejections_do_not_count_towards_the_speed_reset():
-    config = GateConfig(
-        max_position_stddev_m=0.5,
-        max_speed_m_s=1.0,
-        speed_gate_margin_m=0.0,
-        speed_gate_max_rejections=2,
-    )
-    gate = PoseGate(config)
-    assert gate.check(0, at(0.0), SMALL).accepted
+    gate = gate_with_reference(max_position_stddev_m=0.5, speed_gate_max_rejections=2)
     far = at(10.0)
     results = [
         gate.check(1 * S // 30, far, SMALL).reason,
@@ -146,30 +142,19 @@ def test_uncertainty_rejections_do_not_count_towards_the_speed_reset():
     ],
 )
 def test_speed_gate_reference_timeout_and_time_going_backwards(second_stamp_ns, accepted, resets):
-    gate = PoseGate(
-        GateConfig(max_speed_m_s=1.0, speed_gate_margin_m=0.0, speed_gate_timeout_s=2.0)
-    )
-    assert gate.check(0, at(0.0), SMALL).accepted
+    gate = gate_with_reference(speed_gate_timeout_s=2.0)
     assert gate.check(second_stamp_ns, at(5.0), SMALL).accepted is accepted
     assert gate.speed_resets == resets
 
 
 def test_without_resets_the_speed_gate_keeps_rejecting():
-    config = GateConfig(
-        max_speed_m_s=1.0,
-        speed_gate_margin_m=0.0,
-        speed_gate_max_rejections=0,
-        speed_gate_timeout_s=0.0,
-    )
-    gate = PoseGate(config)
-    assert gate.check(0, at(0.0), SMALL).accepted
+    gate = gate_with_reference(speed_gate_max_rejections=0, speed_gate_timeout_s=0.0)
     assert not any(gate.check(S * k // 30, at(100.0), SMALL).accepted for k in range(1, 100))
     assert gate.speed_resets == 0
 
 
 def test_configure_keeps_the_reference_and_refuses_bad_values():
-    gate = PoseGate(GateConfig(max_speed_m_s=1.0, speed_gate_margin_m=0.0))
-    assert gate.check(0, at(0.0), SMALL).accepted
+    gate = gate_with_reference()
     with pytest.raises(GateConfigError):
         gate.configure(GateConfig(max_speed_m_s=-1.0))
     assert gate.config.max_speed_m_s == 1.0

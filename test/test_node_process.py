@@ -113,16 +113,24 @@ class Harness:
             self.proc.stop()
             pytest.fail(f"relocalizer did not subscribe; its output:\n{self.proc.output}")
 
-    def send_until(self, msg, done, timeout_s: float = RECEIVE_TIMEOUT_S) -> bool:
-        """Publish ``msg`` (again every 0.5 s: best effort may lose one) until ``done()``."""
+    def send_until(self, msg, done, timeout_s: float = RECEIVE_TIMEOUT_S, before=None) -> bool:
+        """Publish ``msg`` (again every 0.5 s: best effort may lose one) until ``done()``;
+        ``before()``, when given, runs before each publication (e.g. sends camera_info)."""
         end = self.peer.node.get_clock().now().nanoseconds + int(timeout_s * 1e9)
         while self.peer.node.get_clock().now().nanoseconds < end:
+            if before is not None:
+                before()
             self.image_pub.publish(msg)
             if self.peer.spin_until(done, 0.5, self.proc):
                 return True
             if self.proc.proc.poll() is not None:
                 return False
         return done()
+
+    def solid_frame(self, rgb, encoding: str = "rgb8"):
+        """A solid-colour image message stamped now, and that stamp in ns."""
+        ns = self.peer.node.get_clock().now().nanoseconds
+        return image_msg(solid_image(rgb), encoding, ns), ns
 
     def poses_with_stamp(self, ns: int) -> list[PoseStamped]:
         return [m for m in self.received["pose"] if stamp_ns(m) == ns]
@@ -157,8 +165,7 @@ def test_publishes_every_output_with_the_image_stamp(tmp_path, model_path):
     try:
         h.wait_connected()
         rgb = (255, 0, 51)
-        ns = h.peer.node.get_clock().now().nanoseconds
-        msg = image_msg(solid_image(rgb), "bgr8", ns)
+        msg, ns = h.solid_frame(rgb, "bgr8")
         assert h.send_until(
             msg,
             lambda: (
@@ -229,8 +236,7 @@ def test_default_configuration_publishes_every_output_and_tf(
     try:
         h.wait_connected()
         rgb = (30, 200, 90)
-        ns = h.peer.node.get_clock().now().nanoseconds
-        msg = image_msg(solid_image(rgb), "rgb8", ns)
+        msg, ns = h.solid_frame(rgb)
 
         def tf_with_stamp():
             return [t for t in h.received["tf"] if stamp_ns(t.transforms[0]) == ns]
@@ -359,8 +365,7 @@ def test_invalid_model_output_is_rejected_and_next_frame_published(tmp_path, lab
         assert h.send_until(
             bad, lambda: int(h.latest_diag_values().get("frames_rejected_invalid_pose", 0)) >= 1
         ), f"{label}\n{h.proc.output}"
-        ns = clock.now().nanoseconds
-        good = image_msg(solid_image((10, 20, 30)), "rgb8", ns)
+        good, ns = h.solid_frame((10, 20, 30))
         assert h.send_until(good, lambda: h.poses_with_stamp(ns)), h.proc.output
         assert len(h.received["pose"]) == 1
     finally:
@@ -444,8 +449,7 @@ def test_model_covariance_and_base_pose(tmp_path, use_model_covariance):
     try:
         h.wait_connected()
         rgb = (200, 40, 120)
-        ns = h.peer.node.get_clock().now().nanoseconds
-        msg = image_msg(solid_image(rgb), "rgb8", ns)
+        msg, ns = h.solid_frame(rgb)
         assert h.send_until(
             msg, lambda: all(h.with_stamp(k, ns) for k in ("cov", "est", "base"))
         ), h.proc.output
@@ -502,18 +506,15 @@ def test_uncertain_estimates_are_gated(tmp_path):
     h = Harness(tmp_path, params)
     try:
         h.wait_connected()
-        clock = h.peer.node.get_clock()
         # Red: log-variance of x = 2 ln 0.1 + 4 -> stddev 0.74 m > 0.5 m.
-        bad_ns = clock.now().nanoseconds
-        bad = image_msg(solid_image((255, 0, 0)), "rgb8", bad_ns)
+        bad, bad_ns = h.solid_frame((255, 0, 0))
         assert h.send_until(bad, lambda: h.with_stamp("est", bad_ns)), h.proc.output
         est = h.with_stamp("est", bad_ns)[0]
         assert not est.accepted
         assert est.rejection_reason == PoseEstimate.REJECTED_POSITION_STDDEV == "position_stddev"
         assert est.stddev[0] == pytest.approx(math.exp(0.5 * (2 * math.log(0.1) + 4)), rel=1e-5)
 
-        good_ns = clock.now().nanoseconds
-        good = image_msg(solid_image((10, 20, 30)), "rgb8", good_ns)
+        good, good_ns = h.solid_frame((10, 20, 30))
         assert h.send_until(
             good, lambda: h.with_stamp("base", good_ns) and h.with_stamp("est", good_ns)
         ), h.proc.output
@@ -546,8 +547,7 @@ def test_speed_gate_rejects_jumps_and_recovers(tmp_path, model_path):
     h = Harness(tmp_path, params)
     try:
         h.wait_connected()
-        t0 = h.peer.node.get_clock().now().nanoseconds
-        start = image_msg(solid_image((0, 0, 0)), "rgb8", t0)
+        start, t0 = h.solid_frame((0, 0, 0))
         assert h.send_until(start, lambda: h.poses_with_stamp(t0)), h.proc.output
         # 1.7 m away 0.1 s later, again and again: rejected until the gate gives up on its
         # reference (after 2 rejections in a row) and accepts the new place.

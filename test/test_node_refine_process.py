@@ -105,18 +105,12 @@ class RefineHarness(Harness):
 
     def send(self, image, info, done, timeout_s: float = RECEIVE_TIMEOUT_S) -> bool:
         """Publish ``info`` (if any) then ``image``, again every 0.5 s, until ``done()``."""
-        clock = self.peer.node.get_clock()
-        end = clock.now().nanoseconds + int(timeout_s * 1e9)
-        while clock.now().nanoseconds < end:
-            if info is not None:
-                self.info_pub.publish(info)
-                self.peer.spin_until(lambda: False, 0.03, self.proc)
-            self.image_pub.publish(image)
-            if self.peer.spin_until(done, 0.5, self.proc):
-                return True
-            if self.proc.proc.poll() is not None:
-                return False
-        return done()
+
+        def publish_info() -> None:
+            self.info_pub.publish(info)
+            self.peer.spin_until(lambda: False, 0.03, self.proc)
+
+        return self.send_until(image, done, timeout_s, None if info is None else publish_info)
 
     def estimates(self, ns: int) -> list:
         return [m for m in self.received["est"] if stamp_ns(m) == ns]

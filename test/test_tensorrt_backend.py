@@ -97,6 +97,22 @@ def fake_gpu(monkeypatch):
     return install
 
 
+@pytest.fixture()
+def auto_backend(model, fake_gpu, monkeypatch):
+    """``make(version)``: backend "auto" for the model where TensorRT ``version`` imports and a
+    CUDA GPU is present; returns ``(backend, log messages)``."""
+    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
+    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
+    path, info = model
+
+    def make(version: str):
+        fake_gpu(version)
+        messages: list[str] = []
+        return create_backend("auto", str(path), info, log=messages.append), messages
+
+    return make
+
+
 class StubRunner:
     """What EngineRunner.run returns, computed like the test model (mean colour * 2.5)."""
 
@@ -433,37 +449,24 @@ def test_create_backend_passes_tensorrt_options(model, fake_gpu, tmp_path):
     assert messages[0] == "inference backend: tensorrt (requested backend 'tensorrt')"
 
 
-def test_auto_picks_tensorrt_with_gpu(model, fake_gpu, monkeypatch):
-    path, info = model
-    fake_gpu("10.3.0")
-    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
-    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
-    messages: list[str] = []
-    backend = create_backend("auto", str(path), info, log=messages.append)
+def test_auto_picks_tensorrt_with_gpu(auto_backend):
+    backend, messages = auto_backend("10.3.0")
     assert backend.name == "tensorrt"
     assert messages[0] == (
         "inference backend: tensorrt (auto: TensorRT is importable and a CUDA GPU is present)"
     )
 
 
-def test_auto_does_not_hide_a_stale_engine(model, fake_gpu, monkeypatch):
+def test_auto_does_not_hide_a_stale_engine(model, fake_gpu, auto_backend):
     path, info = model
     fake_gpu("8.6.1")
     create_tensorrt_backend(str(path), info)
-    fake_gpu("10.3.0")
-    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
-    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
     with pytest.raises(StaleEngineError):
-        create_backend("auto", str(path), info)
+        auto_backend("10.3.0")
 
 
-def test_auto_falls_back_on_other_tensorrt_failures(model, fake_gpu, monkeypatch):
-    path, info = model
-    fake_gpu("8.4.0")
-    monkeypatch.setattr(backends, "tensorrt_importable", lambda: True)
-    monkeypatch.setattr(backends, "cuda_gpu_present", lambda: True)
-    messages: list[str] = []
-    backend = create_backend("auto", str(path), info, log=messages.append)
+def test_auto_falls_back_on_other_tensorrt_failures(auto_backend):
+    backend, messages = auto_backend("8.4.0")
     assert backend.name == "onnxruntime"
     assert "too old" in messages[1] and "falling back to onnxruntime" in messages[1]
     assert messages[2].startswith("onnxruntime execution providers: CPUExecutionProvider")

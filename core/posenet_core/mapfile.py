@@ -52,7 +52,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -65,6 +64,7 @@ import numpy as np
 from posenet_core.datasets.intrinsics import CameraIntrinsics
 from posenet_core.errors import PoseNetError
 from posenet_core.features import FeatureConfig, FeatureError
+from posenet_core.files import write_bytes_atomically
 
 __all__ = [
     "FORMAT_NAME",
@@ -450,19 +450,8 @@ def write_map(path: str | os.PathLike, site_map: SiteMap) -> Path:
         meta_json=np.frombuffer(meta, dtype=np.uint8),
         **{name: getattr(site_map, name) for name in _ARRAYS if name != "meta_json"},
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    # mkstemp makes the file 0600; a map is shared like any data file (umask applies).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # A map is shared like any data file: the umask's permissions, not mkstemp's 0600.
+    write_bytes_atomically(path, buffer.getvalue())
     return path
 
 

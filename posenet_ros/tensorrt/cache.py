@@ -18,12 +18,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from posenet_core.contract import ModelInfo
+from posenet_core.files import write_bytes_atomically
 from posenet_ros.tensorrt.errors import EngineError, StaleEngineError
 from posenet_ros.tensorrt.key import EngineKey
 from posenet_ros.tensorrt.options import BuildOptions
@@ -166,20 +166,7 @@ def read_sidecar(path: str | Path) -> Sidecar:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp_name, 0o666 & ~mask)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(path, data)
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:

@@ -27,38 +27,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from pathlib import Path
-
-import numpy as np
 
 from posenet_core.calibration import calibration_paths
 from posenet_train.evaluate import read_onnx_contract
-from posenet_train.quantize import _session, load_calibration, load_evaluation_images
+from posenet_train.quantize import (
+    _session,
+    load_calibration,
+    load_evaluation_images,
+    time_in_turns,
+)
 from posenet_train.quantize_search import PoseEvaluator
 
 
 def _load() -> str:
     return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
-def _time_in_turns(feeds: list, runs: int, turns: int = 20) -> list[float]:
-    """Median ms per file; ``feeds`` is a list of ``(session, feed)``."""
-    for session, feed in feeds:
-        for _ in range(5):
-            session.run(None, feed)
-    times: list[list[float]] = [[] for _ in feeds]
-    per_turn = max(1, runs // turns)
-    done = 0
-    while done < runs:
-        count = min(per_turn, runs - done)
-        for (session, feed), measured in zip(feeds, times, strict=True):
-            for _ in range(count):
-                start = time.perf_counter()
-                session.run(None, feed)
-                measured.append(time.perf_counter() - start)
-        done += count
-    return [1000.0 * float(np.median(t)) for t in times]
 
 
 def main(
@@ -109,7 +92,7 @@ def main(
             feeds.append((_session(path, threads), {contract.input_name: images[:1]}))
     print(f"before timing: {_load()}")
     for repeat in range(repeats):
-        for row, ms in zip(rows, _time_in_turns(feeds, runs), strict=True):
+        for row, ms in zip(rows, time_in_turns(feeds, runs=runs, rounds=20), strict=True):
             row["ms"].append(ms)
         print(f"repeat {repeat + 1}/{repeats} done: {_load()}")
     print(

@@ -36,6 +36,7 @@ alignment as for a video.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -43,6 +44,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +221,21 @@ def run_drive(
     return rows
 
 
+@contextlib.contextmanager
+def _benchmark_folder(workdir: Path | None, keep: bool, prefix: str) -> Iterator[Path]:
+    """The folder the runs work in: ``workdir``, or a new temporary one (removed afterwards
+    unless ``keep``); prints the load average before, and after a run that completed."""
+    temporary = workdir is None
+    root = Path(tempfile.mkdtemp(prefix=prefix)) if temporary else Path(workdir)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
+    try:
+        yield root
+    finally:
+        if temporary and not keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
 def main_drive(
     frames: int = 51,
     spacing_m: float = 1.2,
@@ -231,15 +248,12 @@ def main_drive(
     keep: bool = False,
 ) -> list[dict]:
     """The forward-drive benchmark; print and return the rows."""
-    temporary = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="bench_sfm_drive_")) if temporary else Path(workdir)
-    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
-    print(
-        "seed size      init         features_s mapping_s total_s registered models tries"
-        " pos_err_mm pos_err_% rot_err_deg"
-    )
     rows = []
-    try:
+    with _benchmark_folder(workdir, keep, "bench_sfm_drive_") as root:
+        print(
+            "seed size      init         features_s mapping_s total_s registered models tries"
+            " pos_err_mm pos_err_% rot_err_deg"
+        )
         for seed in seeds:
             for row in run_drive(
                 frames, spacing_m, width, height, seed, threads, max_features, root
@@ -260,10 +274,6 @@ def main_drive(
                     f" {row['rot_err_deg']:11.3f}",
                     flush=True,
                 )
-    finally:
-        if temporary and not keep:
-            shutil.rmtree(root, ignore_errors=True)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
     return rows
 
 
@@ -279,16 +289,12 @@ def main(
     keep: bool = False,
 ) -> list[dict]:
     """Run the benchmark; print and return the rows."""
-    temporary = workdir is None
-    root = Path(tempfile.mkdtemp(prefix="bench_sfm_")) if temporary else Path(workdir)
     rows = []
-    print(f"load average before: {os.getloadavg()[0]:.2f} (cores: {os.cpu_count()})")
-    header = (
-        "frames input   size     frames_s features_s mapping_s export_s total_s registered"
-        " reproj_px track_len path_m pos_err_mm pos_err_% rot_err_deg models"
-    )
-    print(header)
-    try:
+    with _benchmark_folder(workdir, keep, "bench_sfm_") as root:
+        print(
+            "frames input   size     frames_s features_s mapping_s export_s total_s registered"
+            " reproj_px track_len path_m pos_err_mm pos_err_% rot_err_deg models"
+        )
         for count in frames:
             row = run_one(count, width, height, input_kind, arc_deg, threads, max_features, root)
             rows.append(row)
@@ -300,10 +306,6 @@ def main(
                 f" {row['pos_err_pct']:9.3f} {row['rot_err_deg']:11.3f} {row['models']:6d}",
                 flush=True,
             )
-    finally:
-        if temporary and not keep:
-            shutil.rmtree(root, ignore_errors=True)
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
     return rows
 
 

@@ -65,6 +65,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -285,22 +286,16 @@ def _log_variance_6(values: np.ndarray, count: int) -> np.ndarray:
 
 
 def predict(
-    model: torch.nn.Module,
-    records: Sequence[PoseRecord],
-    *,
-    dense: bool = False,
-    batch_size: int = 32,
-    resize_shorter_px: int = DEFAULT_RESIZE,
-    crop_hw: tuple[int, int] = DEFAULT_CROP_HW,
-    progress: bool = False,
-    with_uncertainty: bool = False,
+    model: torch.nn.Module, records: Sequence[PoseRecord], **options: Any
 ) -> tuple[np.ndarray, ...]:
     """Predict poses with a PyTorch model obeying the eval-mode contract.
 
     The model is put in eval mode; ``model(image_BCHW)`` must return ``(position_m [B,3],
-    quat_wxyz [B,4])``, or ``(..., log_variance [B,6])`` with an uncertainty head. Returns
-    ``(position_m (N,3), quat_wxyz (N,4))`` numpy float64, and with ``with_uncertainty`` the
-    log-variances ``(N,6)`` (None without an uncertainty head); see :func:`predict_with`.
+    quat_wxyz [B,4])``, or ``(..., log_variance [B,6])`` with an uncertainty head. ``options``
+    are :func:`predict_with`'s keyword arguments (dense, batch_size, resize_shorter_px, crop_hw,
+    progress, with_uncertainty). Returns ``(position_m (N,3), quat_wxyz (N,4))`` numpy float64,
+    and with ``with_uncertainty`` the log-variances ``(N,6)`` (None without an uncertainty
+    head).
     """
     model.eval()
     try:
@@ -313,16 +308,7 @@ def predict(
             output = model(torch.from_numpy(batch).to(device))
         return _eval_outputs(output)
 
-    return predict_with(
-        forward,
-        records,
-        dense=dense,
-        batch_size=batch_size,
-        resize_shorter_px=resize_shorter_px,
-        crop_hw=crop_hw,
-        progress=progress,
-        with_uncertainty=with_uncertainty,
-    )
+    return predict_with(forward, records, **options)
 
 
 def _eval_outputs(output: object) -> tuple[np.ndarray, ...]:

@@ -54,9 +54,7 @@ import argparse
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,6 +68,7 @@ from posenet_core.cli import non_negative_int, run_main
 from posenet_core.contract import contract_metadata, format_median_error, scene_frame_problem
 from posenet_core.datasets import PoseRecord
 from posenet_core.errors import ModelFileError
+from posenet_core.files import replaced_atomically
 from posenet_core.images import read_rgb
 from posenet_core.mapfile import split_fingerprint
 from posenet_core.preprocess import resize_shorter_and_center_crop
@@ -90,6 +89,7 @@ __all__ = [
     "output_names",
     "preprocess_images",
     "recalibrate_uncertainty",
+    "write_metadata",
 ]
 
 INPUT_NAME = "image"
@@ -257,7 +257,9 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
         )
 
 
-def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
+def write_metadata(path: Path, metadata: dict[str, str], *, check: bool = True) -> None:
+    """Set ``metadata``'s keys in the ONNX file at ``path`` (other keys kept), in place; with
+    ``check``, run the ONNX checker on the result first. Used by export and by quantize."""
     import onnx
 
     proto = onnx.load(str(path))
@@ -267,7 +269,8 @@ def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(proto)
+    if check:
+        onnx.checker.check_model(proto)
     # One self-contained file: the node and TensorRT get everything from it.
     onnx.save_model(proto, str(path), save_as_external_data=False)
 
@@ -390,15 +393,9 @@ def main(
         except DatasetError:
             check_records = _load_records(str(dataset), "train")
         inputs = preprocess_images(_spread(check_records, _CHECK_IMAGES), resize, input_hw)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{output.name}.", suffix=".tmp", dir=output.parent
-        )
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with replaced_atomically(output) as tmp:
             _export_onnx(model, torch.from_numpy(inputs[:1]), tmp)
-            _write_metadata(tmp, metadata)
+            write_metadata(tmp, metadata)
             max_diff = _compare_with_onnxruntime(model, tmp, inputs)
             print(
                 f"ONNX Runtime vs PyTorch on {len(inputs)} images: max |difference| "
@@ -409,13 +406,6 @@ def main(
                     f"the exported model differs from PyTorch by {max_diff:.3g} > {tolerance:g} "
                     f"on real images of {dataset}; {output} was not written"
                 )
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-            os.replace(tmp, output)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         result["max_abs_diff"] = max_diff
         size_mb = output.stat().st_size / 1e6
         print(

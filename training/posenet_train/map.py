@@ -47,14 +47,16 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 
+from posenet_core.cli import int_at_least, number
 from posenet_core.contract import KEY_DATASET_FINGERPRINT
 from posenet_core.datasets import PoseRecord
 from posenet_core.features import (
@@ -641,30 +643,30 @@ def main(
 # ------------------------------------------------------------------------------------ the CLI
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    return parse
+_Config = TypeVar("_Config", FeatureConfig, MatchOptions)
 
 
-def _number(low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}], got {text!r}")
-        return value
+def _add_config_option(
+    group: argparse._ArgumentGroup,
+    flag: str,
+    field: str,
+    kind: Callable[[str], Any],
+    defaults: FeatureConfig | MatchOptions,
+    text: str,
+) -> None:
+    """An option that sets ``field`` of a FeatureConfig or MatchOptions (its ``dest``; see
+    :func:`_config_from`), with that field's default, named at the end of the help."""
+    default = getattr(defaults, field)
+    group.add_argument(
+        flag, dest=field, type=kind, default=default, help=f"{text} (default {default})"
+    )
 
-    return parse
+
+def _config_from(cls: type[_Config], args: argparse.Namespace, **values: Any) -> _Config:
+    """A ``cls`` (FeatureConfig or MatchOptions) from the parsed options named like its fields,
+    and ``values``."""
+    names = {item.name for item in fields(cls)}
+    return cls(**{name: value for name, value in vars(args).items() if name in names}, **values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -698,82 +700,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature", choices=FEATURE_TYPES, default=defaults_f.type, help="feature type"
     )
     g.add_argument(
-        "--max-keypoints",
-        type=_int_at_least(8),
-        default=defaults_f.max_keypoints,
-        help=f"keypoints per image (default {defaults_f.max_keypoints})",
-    )
-    g.add_argument(
-        "--sift-contrast-threshold",
-        type=_number(0.0, 1.0),
-        default=defaults_f.sift_contrast_threshold,
-        help=f"SIFT contrast threshold (default {defaults_f.sift_contrast_threshold}; lower"
-        " finds more keypoints on weak texture)",
-    )
-    g.add_argument(
         "--no-root-sift", action="store_true", help="match plain SIFT instead of RootSIFT"
     )
-    g.add_argument(
-        "--orb-fast-threshold",
-        type=_int_at_least(1),
-        default=defaults_f.orb_fast_threshold,
-        help=f"ORB FAST threshold (default {defaults_f.orb_fast_threshold})",
-    )
-    g.add_argument(
-        "--clahe",
-        type=_number(0.0, 1000.0),
-        default=defaults_f.clahe_clip_limit,
-        help="CLAHE clip limit before detection (default 0: off; try 2 for white, weakly"
-        " textured objects)",
-    )
-    g.add_argument(
-        "--max-image-side",
-        type=_int_at_least(0),
-        default=defaults_f.max_image_side,
-        help="shrink larger images for detection (default 0: never)",
-    )
+    for flag, field, kind, text in (
+        ("--max-keypoints", "max_keypoints", int_at_least(8), "keypoints per image"),
+        ("--sift-contrast-threshold", "sift_contrast_threshold", number(low=0.0, high=1.0),
+         "SIFT contrast threshold; lower finds more keypoints on weak texture"),
+        ("--orb-fast-threshold", "orb_fast_threshold", int_at_least(1), "ORB FAST threshold"),
+        ("--clahe", "clahe_clip_limit", number(low=0.0, high=1000.0),
+         "CLAHE clip limit before detection, 0: off; try 2 for white, weakly textured objects"),
+        ("--max-image-side", "max_image_side", int_at_least(0),
+         "shrink larger images for detection, 0: never"),
+    ):  # fmt: skip
+        _add_config_option(g, flag, field, kind, defaults_f, text)
     g = p.add_argument_group("pairs, matching, triangulation")
-    g.add_argument(
-        "--pairs-per-image",
-        type=_int_at_least(1),
-        default=defaults_m.pairs_per_image,
-        help=f"nearest images (by pose) matched with each image (default"
-        f" {defaults_m.pairs_per_image})",
-    )
-    g.add_argument(
-        "--max-pair-angle-deg",
-        type=_number(0.1, 180.0),
-        default=defaults_m.max_pair_angle_deg,
-        help=f"never pair images whose optical axes differ more (default"
-        f" {defaults_m.max_pair_angle_deg})",
-    )
-    g.add_argument(
-        "--ratio",
-        type=_number(0.01, 1.0),
-        default=defaults_m.ratio,
-        help=f"Lowe's ratio test (default {defaults_m.ratio})",
-    )
-    g.add_argument(
-        "--epipolar-threshold-px",
-        type=_number(0.01, 100.0),
-        default=defaults_m.epipolar_threshold_px,
-        help=f"largest Sampson distance to the poses' epipolar geometry (default"
-        f" {defaults_m.epipolar_threshold_px})",
-    )
-    g.add_argument(
-        "--min-triangulation-angle-deg",
-        type=_number(0.01, 90.0),
-        default=defaults_m.min_triangulation_angle_deg,
-        help=f"smallest triangulation angle of a point (default"
-        f" {defaults_m.min_triangulation_angle_deg})",
-    )
-    g.add_argument(
-        "--max-reprojection-px",
-        type=_number(0.01, 100.0),
-        default=defaults_m.max_reprojection_px,
-        help=f"largest reprojection error of an observation (default"
-        f" {defaults_m.max_reprojection_px})",
-    )
+    for flag, kind, text in (
+        ("--pairs-per-image", int_at_least(1), "nearest images (by pose) matched with each image"),
+        ("--max-pair-angle-deg", number(low=0.1, high=180.0),
+         "never pair images whose optical axes differ more"),
+        ("--ratio", number(low=0.01, high=1.0), "Lowe's ratio test"),
+        ("--epipolar-threshold-px", number(low=0.01, high=100.0),
+         "largest Sampson distance to the poses' epipolar geometry"),
+        ("--min-triangulation-angle-deg", number(low=0.01, high=90.0),
+         "smallest triangulation angle of a point"),
+        ("--max-reprojection-px", number(low=0.01, high=100.0),
+         "largest reprojection error of an observation"),
+    ):  # fmt: skip
+        _add_config_option(g, flag, flag[2:].replace("-", "_"), kind, defaults_m, text)
     g.add_argument(
         "--descriptors",
         choices=DESCRIPTOR_MODES,
@@ -783,11 +736,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--max-keyframes",
-        type=_int_at_least(0),
+        type=int_at_least(0),
         default=0,
         help="use at most this many training images, evenly spread (default 0: all)",
     )
-    g.add_argument("--threads", type=_int_at_least(1), default=2, help="CPU threads (default 2)")
+    g.add_argument("--threads", type=int_at_least(1), default=2, help="CPU threads (default 2)")
     p.add_argument("--overwrite", action="store_true", help="rebuild an existing map")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or messages")
     p.add_argument("--verbose", action="store_true", help="show pycolmap's own log")
@@ -799,23 +752,10 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        feature = FeatureConfig(
-            type=args.feature,
-            max_keypoints=args.max_keypoints,
-            sift_contrast_threshold=args.sift_contrast_threshold,
-            root_sift=not args.no_root_sift,
-            orb_fast_threshold=args.orb_fast_threshold,
-            clahe_clip_limit=args.clahe,
-            max_image_side=args.max_image_side,
+        feature = _config_from(
+            FeatureConfig, args, type=args.feature, root_sift=not args.no_root_sift
         )
-        match = MatchOptions(
-            pairs_per_image=args.pairs_per_image,
-            max_pair_angle_deg=args.max_pair_angle_deg,
-            ratio=args.ratio,
-            epipolar_threshold_px=args.epipolar_threshold_px,
-            min_triangulation_angle_deg=args.min_triangulation_angle_deg,
-            max_reprojection_px=args.max_reprojection_px,
-        )
+        match = _config_from(MatchOptions, args)
         path = main(
             args.dataset,
             args.output,

@@ -65,7 +65,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -76,11 +75,13 @@ from typing import Any
 import numpy as np
 
 from posenet_core.calibration import calibration_paths, read_calibration_images
-from posenet_core.cli import number
+from posenet_core.cli import main_arguments, number
 from posenet_core.cli import positive_int as _positive_int
 from posenet_core.errors import CalibrationDataError
+from posenet_core.files import replaced_atomically
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
+from posenet_train.export import write_metadata
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -100,6 +101,7 @@ __all__ = [
     "load_calibration",
     "load_evaluation_images",
     "main",
+    "time_in_turns",
     "output_differences",
 ]
 
@@ -270,19 +272,6 @@ def regression_tail_nodes(proto) -> list[str]:
     return list(seen)
 
 
-def _write_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    keep = [p for p in proto.metadata_props if p.key not in metadata]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-
-
 def benchmark_pair(
     paths: Sequence[str | Path],
     image: np.ndarray,
@@ -298,17 +287,34 @@ def benchmark_pair(
     The runs are split into ``rounds`` turns that alternate between the models, so a load
     change on a shared machine hits all of them alike (one model after the other would not).
     """
-    sessions = [_session(path, threads) for path in paths]
     feed = {input_name: np.ascontiguousarray(image[:1], dtype=np.float32)}
-    for session in sessions:
+    return time_in_turns(
+        [(_session(path, threads), feed) for path in paths],
+        runs=runs,
+        warmup=warmup,
+        rounds=rounds,
+    )
+
+
+def time_in_turns(
+    feeds: Sequence[tuple[Any, dict[str, np.ndarray]]],
+    *,
+    runs: int,
+    warmup: int = 5,
+    rounds: int = 10,
+) -> list[float]:
+    """Median wall time (ms) of ``session.run(None, feed)`` per ``(session, feed)``, ``runs``
+    runs each after ``warmup`` untimed ones, the sessions timed in ``rounds`` alternating turns
+    (see :func:`benchmark_pair`)."""
+    for session, feed in feeds:
         for _ in range(warmup):
             session.run(None, feed)
-    times: list[list[float]] = [[] for _ in sessions]
+    times: list[list[float]] = [[] for _ in feeds]
     per_turn = max(1, runs // max(1, rounds))
     done = 0
     while done < runs:
         count = min(per_turn, runs - done)
-        for session, measured in zip(sessions, times, strict=True):
+        for (session, feed), measured in zip(feeds, times, strict=True):
             for _ in range(count):
                 start = time.perf_counter()
                 session.run(None, feed)
@@ -858,13 +864,9 @@ def _write_output(
     """Copy ``candidate`` to ``output`` with the metadata, atomically, after a NaN check."""
     import shutil
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replaced_atomically(output) as tmp:
         shutil.copyfile(candidate, tmp)
-        _write_metadata(
+        write_metadata(
             tmp,
             {
                 **metadata,
@@ -872,19 +874,13 @@ def _write_output(
                 FLOAT_LAYERS_KEY: json.dumps(description["float_layers"]),
                 FLOAT_NODES_KEY: json.dumps(float_nodes),
             },
+            check=False,
         )
         got = _run_all(_session(tmp, threads), contract, images)
         if not (np.isfinite(got[0]).all() and np.isfinite(got[1]).all()):
             raise ModelError(
                 f"the INT8 model gives NaN/inf on the calibration images; {output} was not written"
             )
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1027,30 +1023,14 @@ def cli(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         main(
-            args.model,
-            args.output,
-            calibration=args.calibration,
-            quant_format=args.quant_format,
-            per_channel=not args.per_tensor,
-            method=args.method,
-            overwrite=args.overwrite,
-            benchmark=args.benchmark,
-            threads=args.threads,
-            runs=args.runs,
-            dataset=args.dataset,
-            use_model_dataset=not args.no_dataset,
-            split=args.split,
-            select_split=args.select_split,
-            max_eval_images=args.max_eval_images,
-            max_error_increase=args.max_error_increase,
-            on_excess=args.on_excess,
-            mixed_precision=not args.no_mixed_precision,
-            keep_float=args.keep_float,
-            analyse=args.analyse,
-            granularity=args.granularity,
-            max_float_layers=args.max_float_layers,
-            max_float_mac_share=args.max_float_mac_share,
-            min_speedup=args.min_speedup,
+            **main_arguments(
+                main,
+                args,
+                per_channel=not args.per_tensor,
+                use_model_dataset=not args.no_dataset,
+                mixed_precision=not args.no_mixed_precision,
+                handled=("per_tensor", "no_dataset", "no_mixed_precision"),
+            )
         )
     except AccuracyBudgetError as exc:
         print(f"posenet-quantize: refused: {exc}", file=sys.stderr)

@@ -334,15 +334,19 @@ def ground_truth(exported, tmp_path_factory) -> dict:
     return {"dataset": folder, "r": r}
 
 
-def _checked(model, output, ground_truth, **kwargs) -> dict:
-    return quantize(model, output, dataset=str(ground_truth["dataset"]), **kwargs)
+@pytest.fixture
+def checked(exported, ground_truth):
+    """quantize(output, **options) of the exported model, checked against ``ground_truth``."""
+
+    def run(output, **options) -> dict:
+        return quantize(exported["model"], output, dataset=str(ground_truth["dataset"]), **options)
+
+    return run
 
 
-def test_accuracy_against_ground_truth(exported, ground_truth, tmp_path):
+def test_accuracy_against_ground_truth(ground_truth, tmp_path, checked):
     output = tmp_path / "ok.int8.onnx"
-    result = _checked(
-        exported["model"], output, ground_truth, method="minmax", max_error_increase=0.6
-    )
+    result = checked(output, method="minmax", max_error_increase=0.6)
     accuracy = result["accuracy"]
     assert accuracy["images"] == 8 and accuracy["split"] == "test"
     assert accuracy["fp32"]["median_translation_m"] == pytest.approx(ground_truth["r"], rel=1e-3)
@@ -355,17 +359,10 @@ def test_accuracy_against_ground_truth(exported, ground_truth, tmp_path):
     assert json.loads(_metadata(output)[FLOAT_LAYERS_KEY]) == []
 
 
-def test_refuses_a_file_over_the_budget(exported, ground_truth, tmp_path, capsys):
+def test_refuses_a_file_over_the_budget(exported, ground_truth, tmp_path, capsys, checked):
     output = tmp_path / "refused.int8.onnx"
     with pytest.raises(AccuracyBudgetError, match="was not written"):
-        _checked(
-            exported["model"],
-            output,
-            ground_truth,
-            method="minmax",
-            mixed_precision=False,
-            max_error_increase=0.1,
-        )
+        checked(output, method="minmax", mixed_precision=False, max_error_increase=0.1)
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
     argv = ["--model", str(exported["model"]), "--output", str(output), "--threads", "1"]
     argv += ["--dataset", str(ground_truth["dataset"]), "--method", "minmax"]
@@ -375,35 +372,21 @@ def test_refuses_a_file_over_the_budget(exported, ground_truth, tmp_path, capsys
     assert not output.exists()
 
 
-def test_warns_and_writes_with_on_excess_warn(exported, ground_truth, tmp_path, capsys):
+def test_warns_and_writes_with_on_excess_warn(tmp_path, capsys, checked):
     output = tmp_path / "warned.int8.onnx"
-    _checked(
-        exported["model"],
-        output,
-        ground_truth,
-        method="minmax",
-        mixed_precision=False,
-        on_excess="warn",
-    )
+    checked(output, method="minmax", mixed_precision=False, on_excess="warn")
     assert "WARNING" in capsys.readouterr().err and output.is_file()
     assert json.loads(_metadata(output)[QUANTIZATION_KEY])["within_budget"] is False
     # An existing file that misses the budget: an error, the file left alone.
     before = output.stat().st_mtime_ns
     with pytest.raises(AccuracyBudgetError, match="left as it was"):
-        _checked(exported["model"], output, ground_truth)
+        checked(output)
     assert output.stat().st_mtime_ns == before
 
 
-def test_mixed_precision_meets_the_budget(exported, ground_truth, tmp_path):
+def test_mixed_precision_meets_the_budget(tmp_path, checked):
     output = tmp_path / "mixed.int8.onnx"
-    result = _checked(
-        exported["model"],
-        output,
-        ground_truth,
-        method="minmax",
-        max_error_increase=0.25,
-        max_float_mac_share=1.0,
-    )
+    result = checked(output, method="minmax", max_error_increase=0.25, max_float_mac_share=1.0)
     assert result["accuracy"]["increase_translation"] <= 0.25
     float_layers = result["float_layers"]
     assert float_layers, "full INT8 is +50 %: some layer must stay in FP32"
@@ -432,9 +415,9 @@ def test_mixed_precision_meets_the_budget(exported, ground_truth, tmp_path):
     assert csv_path.is_file() and json.loads(json_path.read_text())["search"]
 
 
-def test_analyse_writes_the_sorted_table_and_no_model(exported, ground_truth, tmp_path, capsys):
+def test_analyse_writes_the_sorted_table_and_no_model(tmp_path, capsys, checked):
     output = tmp_path / "a.int8.onnx"
-    result = _checked(exported["model"], output, ground_truth, analyse=True)
+    result = checked(output, analyse=True)
     assert result["output"] is None and not output.exists()
     rows = result["sensitivity"]
     layers = {row["layer"] for row in rows}
@@ -456,29 +439,20 @@ def test_analyse_writes_the_sorted_table_and_no_model(exported, ground_truth, tm
     assert report["calibration_method"] == result["method"]
     assert len(report["methods"]) == 3 and len(report["sensitivity"]) == len(rows)
     # Blocks: the tiny model's four stages and its head.
-    blocks = _checked(exported["model"], output, ground_truth, analyse=True, granularity="block")
+    blocks = checked(output, analyse=True, granularity="block")
     assert {row["layer"] for row in blocks["sensitivity"]} == {
         "/stage1", "/stage2", "/stage3", "/stage4", "/heads.0"
     }  # fmt: skip
 
 
-def test_choices_on_another_split(exported, ground_truth, tmp_path):
+def test_choices_on_another_split(tmp_path, checked):
     """--select-split train: method and layers chosen on train, the budget checked on test."""
     output = tmp_path / "s.int8.onnx"
-    result = _checked(
-        exported["model"],
-        output,
-        ground_truth,
-        select_split="train",
-        analyse=True,
-        method="minmax",
-    )
+    result = checked(output, select_split="train", analyse=True, method="minmax")
     report = json.loads(sensitivity_paths(output)[1].read_text())
     assert report["analysis_images"]["split"] == "train"
     assert report["analysis_images"]["images"] == 2 and result["output"] is None
-    result = _checked(
-        exported["model"], output, ground_truth, select_split="train", max_error_increase=1.0
-    )
+    result = checked(output, select_split="train", max_error_increase=1.0)
     assert result["accuracy"]["split"] == "test" and result["accuracy"]["images"] == 8
     assert result["accuracy"]["increase_translation"] == pytest.approx(0.5, abs=0.02) or (
         result["method"] != "minmax"

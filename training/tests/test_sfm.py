@@ -597,22 +597,6 @@ def test_frames_of_different_sizes_are_refused(tmp_path, small_frames):
         extract_frames(open_source(folder), tmp_path / "out", progress=False)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"every_nth": 0}, "every_nth"),
-        ({"every_nth": 1.5}, "every_nth"),
-        ({"min_interval_s": -1.0}, "min_interval_s"),
-        ({"blur_ratio": 1.0}, "blur_ratio"),
-        ({"blur_window": 0}, "blur_window"),
-        ({"max_frames": 1}, "max_frames"),
-    ],
-)
-def test_frame_selection_rejects_bad_values(kwargs, message):
-    with pytest.raises(SfmError, match=message):
-        FrameSelection(**kwargs)
-
-
 def test_frames_csv_round_trip_and_malformed(tmp_path, small_frames):
     source = open_source(_write_folder(tmp_path / "in", small_frames[:4]))
     frames, _ = extract_frames(source, tmp_path / "a", progress=False)
@@ -643,22 +627,6 @@ def test_split_by_time_blocks_is_blockwise():
     assert sorted(train + test + dropped) == list(range(100))
     train, test, dropped = split_by_time_blocks(9, test_fraction=0.25, guard_frames=0)
     assert test and train and not dropped and len(train) + len(test) == 9
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"count": 20, "test_fraction": 0.0}, "test_fraction"),
-        ({"count": 20, "test_fraction": 1.0}, "test_fraction"),
-        ({"count": 20, "blocks": 1}, "blocks"),
-        ({"count": 20, "guard_frames": -1}, "guard_frames"),
-        ({"count": 2}, "at least 3"),
-        ({"count": 4, "guard_frames": 3}, "a split is empty"),
-    ],
-)
-def test_split_rejects_bad_values(kwargs, message):
-    with pytest.raises(SfmError, match=message):
-        split_by_time_blocks(**kwargs)
 
 
 def test_intrinsics_json_and_colmap_convention(tmp_path):
@@ -729,30 +697,6 @@ def test_intrinsics_from_camera_info(model, d, expected_model, n_params):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"mode": "metric"}, "scale mode"),
-        ({"mode": "factor"}, "needs scale_factor"),
-        ({"mode": "factor", "scale_factor": -2.0}, "positive"),
-        ({"mode": "distance", "known_distance": ("a", "b", 0.0)}, "positive"),
-        ({"mode": "distance", "known_distance": ("a", "b")}, "frame_a, frame_b"),
-        ({"mode": "odometry"}, "needs odometry_topic"),
-        ({"mode": "tf"}, "needs reference_frame"),
-        (
-            {"mode": "tf", "reference_frame": "map", "camera_extrinsic": (0,) * 3 + (1, 0, 0, 0)},
-            "odometry only",
-        ),
-        ({"max_gap_s": 0.0}, "max_gap_s"),
-        ({"min_pairs": 2}, "min_pairs"),
-        ({"inlier_threshold_m": 0.0}, "inlier_threshold_m"),
-    ],
-)
-def test_reference_options_reject_bad_values(kwargs, message):
-    with pytest.raises(SfmError, match=message):
-        ReferenceOptions(**kwargs)
-
-
-@pytest.mark.parametrize(
     ("values", "message"),
     [
         ([0, 0, 0, 1, 0, 0], "7 finite numbers"),
@@ -766,25 +710,52 @@ def test_parse_extrinsic_rejects_bad_values(values, message):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("build", "kwargs", "message"),
     [
-        ({"matcher": "vocab"}, "matcher"),
-        ({"camera_model": "FISHEYE9"}, "camera_model"),
-        ({"overlap": 0}, "overlap"),
-        ({"max_features": 10}, "max_features"),
-        ({"num_threads": 0}, "num_threads"),
-        ({"init_min_tri_angle_deg": 0.0}, "init_min_tri_angle_deg"),
-        ({"init_min_tri_angle_deg": 90.0}, "init_min_tri_angle_deg"),
-        ({"init_min_tri_angle_deg": float("nan")}, "init_min_tri_angle_deg"),
-        ({"init_min_tri_angle_deg": "4"}, "init_min_tri_angle_deg"),
-        ({"init_max_forward_motion": 0.2}, "init_max_forward_motion"),
-        ({"init_max_forward_motion": 1.01}, "init_max_forward_motion"),
-        ({"init_max_forward_motion": True}, "init_max_forward_motion"),
+        (FrameSelection, {"every_nth": 0}, "every_nth"),
+        (FrameSelection, {"every_nth": 1.5}, "every_nth"),
+        (FrameSelection, {"min_interval_s": -1.0}, "min_interval_s"),
+        (FrameSelection, {"blur_ratio": 1.0}, "blur_ratio"),
+        (FrameSelection, {"blur_window": 0}, "blur_window"),
+        (FrameSelection, {"max_frames": 1}, "max_frames"),
+        (split_by_time_blocks, {"count": 20, "test_fraction": 0.0}, "test_fraction"),
+        (split_by_time_blocks, {"count": 20, "test_fraction": 1.0}, "test_fraction"),
+        (split_by_time_blocks, {"count": 20, "blocks": 1}, "blocks"),
+        (split_by_time_blocks, {"count": 20, "guard_frames": -1}, "guard_frames"),
+        (split_by_time_blocks, {"count": 2}, "at least 3"),
+        (split_by_time_blocks, {"count": 4, "guard_frames": 3}, "a split is empty"),
+        (ReferenceOptions, {"mode": "metric"}, "scale mode"),
+        (ReferenceOptions, {"mode": "factor"}, "needs scale_factor"),
+        (ReferenceOptions, {"mode": "factor", "scale_factor": -2.0}, "positive"),
+        (ReferenceOptions, {"mode": "distance", "known_distance": ("a", "b", 0.0)}, "positive"),
+        (ReferenceOptions, {"mode": "distance", "known_distance": ("a", "b")}, "frame_a, frame_b"),
+        (ReferenceOptions, {"mode": "odometry"}, "needs odometry_topic"),
+        (ReferenceOptions, {"mode": "tf"}, "needs reference_frame"),
+        (
+            ReferenceOptions,
+            {"mode": "tf", "reference_frame": "map", "camera_extrinsic": (0,) * 3 + (1, 0, 0, 0)},
+            "odometry only",
+        ),
+        (ReferenceOptions, {"max_gap_s": 0.0}, "max_gap_s"),
+        (ReferenceOptions, {"min_pairs": 2}, "min_pairs"),
+        (ReferenceOptions, {"inlier_threshold_m": 0.0}, "inlier_threshold_m"),
+        (SfmOptions, {"matcher": "vocab"}, "matcher"),
+        (SfmOptions, {"camera_model": "FISHEYE9"}, "camera_model"),
+        (SfmOptions, {"overlap": 0}, "overlap"),
+        (SfmOptions, {"max_features": 10}, "max_features"),
+        (SfmOptions, {"num_threads": 0}, "num_threads"),
+        (SfmOptions, {"init_min_tri_angle_deg": 0.0}, "init_min_tri_angle_deg"),
+        (SfmOptions, {"init_min_tri_angle_deg": 90.0}, "init_min_tri_angle_deg"),
+        (SfmOptions, {"init_min_tri_angle_deg": float("nan")}, "init_min_tri_angle_deg"),
+        (SfmOptions, {"init_min_tri_angle_deg": "4"}, "init_min_tri_angle_deg"),
+        (SfmOptions, {"init_max_forward_motion": 0.2}, "init_max_forward_motion"),
+        (SfmOptions, {"init_max_forward_motion": 1.01}, "init_max_forward_motion"),
+        (SfmOptions, {"init_max_forward_motion": True}, "init_max_forward_motion"),
     ],
 )
-def test_sfm_options_reject_bad_values(kwargs, message):
+def test_options_refuse_bad_values(build, kwargs, message):
     with pytest.raises(SfmError, match=message):
-        SfmOptions(**kwargs)
+        build(**kwargs)
 
 
 def test_resolve_frame_by_name_stem_or_index():

@@ -448,6 +448,9 @@ def test_main_rejects_bad_parameters(tmp_path, kwargs, message):
     assert not (tmp_path / "room" / COMPLETE_MARKER).exists()
 
 
+DRIVE = ["--scene", "drive"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -460,6 +463,13 @@ def test_main_rejects_bad_parameters(tmp_path, kwargs, message):
         (["--workers", "0"], "argument --workers: must be >= 1"),
         (["--seed", "-1"], "argument --seed: must be >= 0"),
         (["--image-format", "tiff"], "argument --image-format: invalid choice"),
+        (["--scene", "forest"], "argument --scene: invalid choice"),
+        # The drive's own options (DRIVE: --scene drive).
+        ([*DRIVE, "--frames", "1"], "argument --frames: must be >= 2, got 1"),
+        ([*DRIVE, "--spacing-m", "0"], "argument --spacing-m: must be a positive number"),
+        ([*DRIVE, "--spacing-m", "far"], "argument --spacing-m: expected a number"),
+        ([*DRIVE, "--test-every", "1"], "argument --test-every: must be >= 2, got 1"),
+        ([*DRIVE, "--test-every", "x"], "argument --test-every: expected an integer"),
     ],
 )
 def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
@@ -698,25 +708,6 @@ def test_main_rejects_bad_drive_parameters(tmp_path, kwargs, message):
 def test_street_and_drive_reject_bad_input(build, message):
     with pytest.raises(SyntheticSceneError, match=message):
         build()
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--scene", "forest"], "argument --scene: invalid choice"),
-        (["--frames", "1"], "argument --frames: must be >= 2, got 1"),
-        (["--spacing-m", "0"], "argument --spacing-m: must be a positive number"),
-        (["--spacing-m", "far"], "argument --spacing-m: expected a number"),
-        (["--test-every", "1"], "argument --test-every: must be >= 2, got 1"),
-        (["--test-every", "x"], "argument --test-every: expected an integer"),
-    ],
-)
-def test_cli_rejects_bad_drive_arguments(tmp_path, capsys, argv, message):
-    with pytest.raises(SystemExit) as exit_info:
-        synthetic.cli(["--output", str(tmp_path / "drive"), "--scene", "drive", *argv])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "drive").exists()
 
 
 def test_cli_refuses_options_of_the_other_scene_with_status_1(tmp_path, capsys):

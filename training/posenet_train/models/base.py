@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,19 @@ from torch import Tensor, nn
 
 from posenet_train.errors import ModelError
 
-__all__ = ["PoseNetModel", "HeadOutput"]
+__all__ = ["PoseNetModel", "HeadOutput", "pretrained_source"]
 
 #: (normalised position [N,3], raw quaternion [N,4][, log-variances [N,6] in normalised units])
 #: as a head regresses them.
 HeadOutput = tuple[Tensor, ...]
+
+
+def pretrained_source(pretrained: object) -> str | None:
+    """A backbone's ``pretrained`` argument as stored in constructor_args: None (also for
+    ``"none"``), ``"imagenet"`` or a weights path as a string; ModelError for anything else."""
+    if pretrained is not None and not isinstance(pretrained, (str, Path)):
+        raise ModelError(f"pretrained must be None, 'imagenet' or a path, got {pretrained!r}")
+    return None if pretrained in (None, "none") else str(pretrained)
 
 
 class PoseNetModel(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from posenet_train.errors import ModelError
-from posenet_train.models.base import PoseNetModel
+from posenet_train.models.base import PoseNetModel, pretrained_source
 from posenet_train.models.heads import GlobalPoolHead
 
 __all__ = ["PoseNetEfficientNetLite0", "efficientnet_lite0_weights_path"]
@@ -88,9 +88,7 @@ class PoseNetEfficientNetLite0(PoseNetModel):
         uncertainty: bool = False,
         name: str = "posenet-efficientnet-lite0",
     ) -> None:
-        if pretrained is not None and not isinstance(pretrained, (str, Path)):
-            raise ModelError(f"pretrained must be None, 'imagenet' or a path, got {pretrained!r}")
-        pretrained = None if pretrained in (None, "none") else str(pretrained)
+        pretrained = pretrained_source(pretrained)
         if not 0.0 <= drop_connect_rate < 1.0:
             raise ModelError(f"drop_connect_rate must be in [0, 1), got {drop_connect_rate}")
         super().__init__(

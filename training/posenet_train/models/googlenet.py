@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchvision.models import GoogLeNet, GoogLeNet_Weights
 
 from posenet_train.errors import ModelError
-from posenet_train.models.base import PoseNetModel
+from posenet_train.models.base import PoseNetModel, pretrained_source
 from posenet_train.models.heads import GlobalPoolHead, InceptionAuxHead
 
 __all__ = ["PoseNetGoogLeNet", "GOOGLENET_LAYERS", "load_googlenet_backbone_weights"]
@@ -196,9 +196,7 @@ class PoseNetGoogLeNet(PoseNetModel):
         uncertainty: bool = False,
         name: str = "posenet-googlenet",
     ) -> None:
-        if pretrained is not None and not isinstance(pretrained, (str, Path)):
-            raise ModelError(f"pretrained must be None, 'imagenet' or a path, got {pretrained!r}")
-        pretrained = None if pretrained in (None, "none") else str(pretrained)
+        pretrained = pretrained_source(pretrained)
         super().__init__(
             constructor_args={
                 "name": name,

@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.datasets import intrinsics as core_intrinsics
 from posenet_core.geometry import matrix_to_quat, orthonormalize_rotation
 from posenet_train.sfm.errors import SfmError
 
@@ -88,25 +89,17 @@ _DISTORTION_MODELS = {
 
 
 @dataclass(frozen=True)
-class CameraIntrinsics:
-    """Calibrated intrinsics in OpenCV's pixel convention (pixel centres at integers).
+class CameraIntrinsics(core_intrinsics.CameraIntrinsics):
+    """The project's camera (:class:`posenet_core.datasets.intrinsics.CameraIntrinsics`:
+    width, height, fx, fy, cx, cy in OpenCV's pixel convention, the distortion coefficients in
+    ROS / OpenCV order) plus the distortion model COLMAP needs, validated on construction.
 
     Attributes:
-        width, height: image size in pixels.
-        fx, fy, cx, cy: pinhole parameters in pixels.
         distortion_model: ``"none"``, ``"plumb_bob"``, ``"rational_polynomial"`` or
-            ``"equidistant"`` (ROS names).
-        distortion: the coefficients in ROS / OpenCV order.
+            ``"equidistant"`` (ROS names); the latter is the one the node cannot undistort.
     """
 
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
     distortion_model: str = "none"
-    distortion: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -177,14 +170,14 @@ class CameraIntrinsics:
         if not any(d):
             model, d = "none", []
         return cls(
-            int(info["width"]),
-            int(info["height"]),
-            float(k[0]),
-            float(k[4]),
-            float(k[2]),
-            float(k[5]),
-            model,
-            tuple(d),
+            width=int(info["width"]),
+            height=int(info["height"]),
+            fx=float(k[0]),
+            fy=float(k[4]),
+            cx=float(k[2]),
+            cy=float(k[5]),
+            distortion_model=model,
+            distortion=tuple(d),
         )
 
     def colmap_camera(self) -> tuple[str, list[float]]:
