@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_core.geometry import matrix_to_quat, quat_to_matrix
 from posenet_core.metrics import rotation_error_deg
 from posenet_train.sfm.align import Similarity, check_spread, fit_similarity_robust
@@ -134,10 +135,7 @@ class ReferenceOptions:
             raise SfmError(
                 f"inlier_threshold_m must be a positive number, got {self.inlier_threshold_m}"
             )
-        if isinstance(self.min_pairs, bool) or not isinstance(self.min_pairs, int):
-            raise SfmError(f"min_pairs must be an integer >= 4, got {self.min_pairs!r}")
-        if self.min_pairs < 4:
-            raise SfmError(f"min_pairs must be an integer >= 4, got {self.min_pairs}")
+        check_fields(self, SfmError, integers={"min_pairs": 4})
 
     def _given_mode(self) -> str:
         given = [name for name in _MODE_FIELDS.values() if getattr(self, name) is not None]
