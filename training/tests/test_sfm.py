@@ -14,10 +14,12 @@ bad input caught before any SfM) plus three real pycolmap runs on the embedded s
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,7 +49,7 @@ from posenet_train.sfm import (
     umeyama,
 )
 from posenet_train.sfm.align import check_spread, slerp
-from posenet_train.sfm.cli import cli
+from posenet_train.sfm.cli import build_parser, cli
 from posenet_train.sfm.demo_inputs import (
     DEFAULT_T_ODOM_WORLD,
     make_recording,
@@ -1043,6 +1045,29 @@ def test_cli_rejects_malformed_arguments(tmp_path, extra, capsys):
         cli([str(tmp_path), "-o", str(tmp_path / "out"), *extra])
     assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+# Flags the CLI maps itself because their names differ from what they set.
+RENAMED_FLAGS = {
+    "input": "input_path",
+    "no_blur_rejection": "reject_blur",
+    "threads": "num_threads",
+    "scale": "scale_factor",
+    "tf_reference_frame": "reference_frame",
+    "min_reference_pairs": "min_pairs",
+    "no_progress": "progress",
+}
+
+
+def test_every_cli_flag_reaches_main_or_an_option_object():
+    """The CLI builds main's option objects from the flags named like their fields: a flag named
+    like nothing would be dropped silently."""
+    parsed = set(vars(build_parser().parse_args(["in", "-o", "out"])))
+    targets = set(inspect.signature(main).parameters) | {
+        f.name for cls in (FrameSelection, SfmOptions, ReferenceOptions) for f in fields(cls)
+    }
+    assert parsed - targets - set(RENAMED_FLAGS) == set()
+    assert set(RENAMED_FLAGS.values()) <= targets
 
 
 @pytest.fixture(scope="module")
