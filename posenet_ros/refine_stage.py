@@ -25,7 +25,7 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -39,7 +39,7 @@ from posenet_core.refine import FAILURE_REASONS, RefineError, RefinementResult, 
 from posenet_core.refine.limits import AUTO_FACTOR, AUTO_LIMIT, auto_prior_limits
 from posenet_ros.frame_worker import LatestFrameWorker
 from posenet_ros.gating import GateConfig, GateDecision, uncertainty_decision
-from posenet_ros.stats import window_median, window_percentile
+from posenet_ros.stats import Window, window_median, window_percentile
 
 SOURCE_PRIOR = "prior"
 SOURCE_REFINED = "refined"
@@ -542,12 +542,12 @@ class RefineStats:
         self.failures = dict.fromkeys(REFINE_FAILURES, 0)
         self.skipped = dict.fromkeys(SKIP_REASONS, 0)
         self.last_failure = ""
-        self._refine_ms: deque[float] = deque(maxlen=window_len)
-        self._cpu_ms: deque[float] = deque(maxlen=window_len)
-        self._latency_ms: deque[float] = deque(maxlen=window_len)
-        self._window_start = clock()
-        self._window_attempted = 0
-        self._window_refined = 0
+        self._window = Window(
+            clock(),
+            window_len,
+            counts=("attempted", "refined"),
+            samples=("refine_ms", "cpu_ms", "latency_ms"),
+        )
 
     def on_skipped(self, reason: str) -> None:
         with self._lock:
@@ -559,14 +559,14 @@ class RefineStats:
         """Count one finished refinement (success or failure) of the published ``output``."""
         with self._lock:
             self.attempted += 1
-            self._window_attempted += 1
-            self._refine_ms.append(output.refinement_time_s * 1e3)
+            self._window.counts["attempted"] += 1
+            self._window.samples["refine_ms"].append(output.refinement_time_s * 1e3)
             if math.isfinite(cpu_ms):
-                self._cpu_ms.append(cpu_ms)
-            self._latency_ms.append(latency_ms)
+                self._window.samples["cpu_ms"].append(cpu_ms)
+            self._window.samples["latency_ms"].append(latency_ms)
             if output.source == SOURCE_REFINED:
                 self.refined += 1
-                self._window_refined += 1
+                self._window.counts["refined"] += 1
             else:
                 self.failures[output.refinement_failure or FAILURE_ERROR] += 1
                 self.last_failure = message
@@ -574,18 +574,19 @@ class RefineStats:
     def snapshot(self, reset_window: bool = True) -> RefineSnapshot:
         now = self._clock()
         with self._lock:
-            window_s = max(now - self._window_start, 1e-9)
-            attempts = self._window_attempted
+            window = self._window
+            window_s, samples = window.seconds(now), window.samples
+            attempts, refined = window.counts["attempted"], window.counts["refined"]
             snap = RefineSnapshot(
                 window_s=window_s,
                 attempt_rate_hz=attempts / window_s,
-                refined_rate_hz=self._window_refined / window_s,
-                success_share=self._window_refined / attempts if attempts else float("nan"),
-                refine_ms_median=window_median(self._refine_ms),
-                refine_ms_p99=window_percentile(self._refine_ms, 99),
-                refine_cpu_ms_median=window_median(self._cpu_ms),
-                latency_ms_median=window_median(self._latency_ms),
-                latency_ms_p99=window_percentile(self._latency_ms, 99),
+                refined_rate_hz=refined / window_s,
+                success_share=refined / attempts if attempts else float("nan"),
+                refine_ms_median=window_median(samples["refine_ms"]),
+                refine_ms_p99=window_percentile(samples["refine_ms"], 99),
+                refine_cpu_ms_median=window_median(samples["cpu_ms"]),
+                latency_ms_median=window_median(samples["latency_ms"]),
+                latency_ms_p99=window_percentile(samples["latency_ms"], 99),
                 attempted=self.attempted,
                 refined=self.refined,
                 failures=dict(self.failures),
@@ -593,12 +594,7 @@ class RefineStats:
                 last_failure=self.last_failure,
             )
             if reset_window:
-                self._window_start = now
-                self._window_attempted = 0
-                self._window_refined = 0
-                self._refine_ms.clear()
-                self._cpu_ms.clear()
-                self._latency_ms.clear()
+                window.restart(now)
         return snap
 
 

@@ -79,6 +79,29 @@ def window_percentile(values: deque, q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+class Window:
+    """One diagnostics period: when it started, its event counts, and the last ``window_len``
+    samples of each timing; :meth:`restart` begins the next period. Not locked: the stats class
+    that owns it holds its own lock."""
+
+    def __init__(
+        self, start: float, window_len: int, counts: tuple[str, ...], samples: tuple[str, ...]
+    ) -> None:
+        self.start = start
+        self.counts = dict.fromkeys(counts, 0)
+        self.samples: dict[str, deque[float]] = {n: deque(maxlen=window_len) for n in samples}
+
+    def seconds(self, now: float) -> float:
+        """Length of the period up to ``now`` (never 0, so rates stay finite)."""
+        return max(now - self.start, 1e-9)
+
+    def restart(self, now: float) -> None:
+        self.start = now
+        self.counts = dict.fromkeys(self.counts, 0)
+        for values in self.samples.values():
+            values.clear()
+
+
 class NodeStats:
     """Thread-safe counters (lifetime) and sliding windows (since the last snapshot)."""
 
@@ -90,18 +113,17 @@ class NodeStats:
         self.dropped_busy = 0
         self.rejected = dict.fromkeys(REJECT_REASONS, 0)
         self.last_error = ""
-        self._inference_ms: deque[float] = deque(maxlen=window_len)
-        self._overhead_ms: deque[float] = deque(maxlen=window_len)
-        self._latency_ms: deque[float] = deque(maxlen=window_len)
-        self._window_start = clock()
-        self._window_received = 0
-        self._window_published = 0
-        self._window_rejected = 0
+        self._window = Window(
+            clock(),
+            window_len,
+            counts=("received", "published", "rejected"),
+            samples=("inference_ms", "overhead_ms", "latency_ms"),
+        )
 
     def on_received(self) -> None:
         with self._lock:
             self.received += 1
-            self._window_received += 1
+            self._window.counts["received"] += 1
 
     def on_dropped_busy(self) -> None:
         with self._lock:
@@ -112,50 +134,45 @@ class NodeStats:
             raise ValueError(f"unknown reject reason {reason!r}; expected one of {REJECT_REASONS}")
         with self._lock:
             self.rejected[reason] += 1
-            self._window_rejected += 1
+            self._window.counts["rejected"] += 1
             self.last_error = message
 
     def on_published(self, inference_ms: float, overhead_ms: float, latency_ms: float) -> None:
         with self._lock:
             self.published += 1
-            self._window_published += 1
-            self._inference_ms.append(inference_ms)
-            self._overhead_ms.append(overhead_ms)
-            self._latency_ms.append(latency_ms)
+            self._window.counts["published"] += 1
+            self._window.samples["inference_ms"].append(inference_ms)
+            self._window.samples["overhead_ms"].append(overhead_ms)
+            self._window.samples["latency_ms"].append(latency_ms)
 
     def on_published_late(self) -> None:
         """A frame published after refinement: counted in the output rate, but kept out of the
         inference / latency windows, which describe the prior path."""
         with self._lock:
             self.published += 1
-            self._window_published += 1
+            self._window.counts["published"] += 1
 
     def snapshot(self, reset_window: bool = True) -> StatsSnapshot:
         """Lifetime counters plus rates and latency statistics since the previous snapshot."""
         now = self._clock()
         with self._lock:
-            window_s = max(now - self._window_start, 1e-9)
+            window = self._window
+            window_s, counts, samples = window.seconds(now), window.counts, window.samples
             snap = StatsSnapshot(
                 window_s=window_s,
-                input_rate_hz=self._window_received / window_s,
-                output_rate_hz=self._window_published / window_s,
-                inference_ms_median=window_median(self._inference_ms),
-                overhead_ms_median=window_median(self._overhead_ms),
-                latency_ms_median=window_median(self._latency_ms),
-                latency_ms_p99=window_percentile(self._latency_ms, 99),
+                input_rate_hz=counts["received"] / window_s,
+                output_rate_hz=counts["published"] / window_s,
+                inference_ms_median=window_median(samples["inference_ms"]),
+                overhead_ms_median=window_median(samples["overhead_ms"]),
+                latency_ms_median=window_median(samples["latency_ms"]),
+                latency_ms_p99=window_percentile(samples["latency_ms"], 99),
                 received=self.received,
                 published=self.published,
                 dropped_busy=self.dropped_busy,
                 rejected=dict(self.rejected),
-                rejected_in_window=self._window_rejected,
+                rejected_in_window=counts["rejected"],
                 last_error=self.last_error,
             )
             if reset_window:
-                self._window_start = now
-                self._window_received = 0
-                self._window_published = 0
-                self._window_rejected = 0
-                self._inference_ms.clear()
-                self._overhead_ms.clear()
-                self._latency_ms.clear()
+                window.restart(now)
         return snap

@@ -20,7 +20,8 @@ Modules:
 - ``contract``: the model file's ``posenet.*`` metadata (read and written);
   ``calibration``: the INT8 calibration images beside it; ``preprocess``: the resize, centre
   crop and /255 the contract defines;
-- ``files``, ``cli``: small helpers of the tools (JSON files, argparse types, running main()).
+- ``files``, ``cli``, ``checks``: small helpers of the tools (JSON files, argparse types,
+  running main(), range checks of option dataclasses).
 
 How it ships: a pip package (``pip install ./core``: workstations without ROS, and the trainer),
 and, for ROS 2 workspaces, installed by the ``posenet_ros`` CMake package beside its own Python

@@ -23,12 +23,12 @@ walls) that a global threshold misses.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_core.errors import PoseNetError
 
 __all__ = [
@@ -87,34 +87,24 @@ class FeatureConfig:
             raise FeatureError(
                 f"feature type {self.type!r} is not supported; allowed: {', '.join(FEATURE_TYPES)}"
             )
-        for name, minimum in (
-            ("max_keypoints", 8),
-            ("orb_fast_threshold", 1),
-            ("orb_levels", 1),
-            ("clahe_tile_grid", 1),
-            ("max_image_side", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise FeatureError(
-                    f"feature {name} must be an integer >= {minimum}, got {value!r}"
-                )
-        for name, low, high in (
-            ("sift_contrast_threshold", 0.0, 1.0),
-            ("sift_edge_threshold", 1.0, 1000.0),
-            ("orb_scale_factor", 1.01, 4.0),
-            ("clahe_clip_limit", 0.0, 1000.0),
-        ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or not low <= value <= high
-            ):
-                raise FeatureError(
-                    f"feature {name} must be a number in [{low}, {high}], got {value!r}"
-                )
+        check_fields(
+            self,
+            FeatureError,
+            integers={
+                "max_keypoints": 8,
+                "orb_fast_threshold": 1,
+                "orb_levels": 1,
+                "clahe_tile_grid": 1,
+                "max_image_side": 0,
+            },
+            numbers={
+                "sift_contrast_threshold": (0.0, 1.0),
+                "sift_edge_threshold": (1.0, 1000.0),
+                "orb_scale_factor": (1.01, 4.0),
+                "clahe_clip_limit": (0.0, 1000.0),
+            },
+            prefix="feature ",
+        )
         if not isinstance(self.root_sift, bool):
             raise FeatureError(f"feature root_sift must be true or false, got {self.root_sift!r}")
 

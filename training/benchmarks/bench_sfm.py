@@ -52,14 +52,17 @@ import numpy as np
 from posenet_core.geometry import matrix_to_quat, quat_to_matrix
 from posenet_core.metrics import rotation_error_deg
 from posenet_train.datasets import load_split
+from posenet_train.sfm import FrameSelection, ReferenceOptions, SfmOptions, umeyama
 from posenet_train.sfm import main as sfm_main
-from posenet_train.sfm import umeyama
 from posenet_train.sfm.demo_inputs import (
     DEFAULT_T_ODOM_WORLD,
     make_recording,
     write_bag,
     write_video,
 )
+
+# Every frame of the (short) recordings: the benchmark times SfM on all of them.
+ALL_FRAMES = FrameSelection(max_frames=None)
 
 
 def _accuracy(out: Path, truth: np.ndarray, rigid: bool) -> tuple[float, float, float]:
@@ -93,25 +96,30 @@ def run_one(
     case = workdir / f"{input_kind}_{frames}_{width}x{height}"
     shutil.rmtree(case, ignore_errors=True)
     case.mkdir(parents=True)
-    common = {
-        "max_frames": None,
-        "num_threads": threads,
-        "max_features": max_features,
-        "progress": False,
-    }
+    sfm = SfmOptions(num_threads=threads, max_features=max_features)
     if input_kind == "rosbag":
         source = write_bag(case / "bag", recording)
         truth = DEFAULT_T_ODOM_WORLD @ recording.T_world_camera
-        kwargs = {"odometry_topic": "/odom", "camera_info_topic": "/camera/camera_info"}
+        reference = ReferenceOptions(odometry_topic="/odom")
+        camera_info_topic = "/camera/camera_info"
     else:
         source = write_video(case / "video.avi", recording)
         truth = recording.T_world_camera
         # The frame furthest from the first: a long baseline keeps the scale error small.
         far = int(np.argmax(np.linalg.norm(truth[:, :3, 3] - truth[0, :3, 3], axis=1)))
         distance = float(np.linalg.norm(truth[0, :3, 3] - truth[far, :3, 3]))
-        kwargs = {"known_distance": ("0", str(far), distance)}
+        reference = ReferenceOptions(known_distance=("0", str(far), distance))
+        camera_info_topic = None
     start = time.perf_counter()
-    out = sfm_main(source, case / "out", **common, **kwargs)
+    out = sfm_main(
+        source,
+        case / "out",
+        selection=ALL_FRAMES,
+        sfm=sfm,
+        reference=reference,
+        camera_info_topic=camera_info_topic,
+        progress=False,
+    )
     total = time.perf_counter() - start
     report = json.loads((out / "sfm_report.json").read_text())
     median_m, path_m, rot_deg = _accuracy(out, truth, rigid=input_kind == "video")
@@ -174,19 +182,13 @@ def run_drive(
         truth[i, :3, :3] = quat_to_matrix(r.quat_wxyz)
         truth[i, :3, 3] = r.position_m
     distance = float(np.linalg.norm(truth[-1, :3, 3] - truth[0, :3, 3]))
-    common = {
-        "intrinsics": dataset / "intrinsics.json",
-        "known_distance": ("0", str(frames - 1), distance),
-        "max_frames": None,
-        "num_threads": threads,
-        "max_features": max_features,
-        "progress": False,
-    }
+    reference = ReferenceOptions(known_distance=("0", str(frames - 1), distance))
     rows = []
     colmap_init = dict(
         zip(("init_min_tri_angle_deg", "init_max_forward_motion"), INIT_FALLBACK, strict=True)
     )
     for label, init in (("defaults", {}), ("colmap init", colmap_init)):
+        sfm = SfmOptions(num_threads=threads, max_features=max_features, **init)
         out = case / "out"
         start = time.perf_counter()
         row = {"frames": frames, "input": "drive", "size": f"{width}x{height}", "seed": seed}
@@ -195,7 +197,16 @@ def run_drive(
             with warnings.catch_warnings(record=True) as warnings_caught:
                 warnings.simplefilter("always")
                 redo = "mapping" if init else None
-                sfm_main(dataset / "images", out, redo_from=redo, **common, **init)
+                sfm_main(
+                    dataset / "images",
+                    out,
+                    selection=ALL_FRAMES,
+                    sfm=sfm,
+                    reference=reference,
+                    intrinsics=dataset / "intrinsics.json",
+                    redo_from=redo,
+                    progress=False,
+                )
         except SfmError as exc:
             row.update(total_s=time.perf_counter() - start, failed=str(exc).split(";")[0])
             rows.append(row)

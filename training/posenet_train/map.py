@@ -56,6 +56,7 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_core.cli import int_at_least, number
 from posenet_core.contract import KEY_DATASET_FINGERPRINT
 from posenet_core.datasets import PoseRecord
@@ -124,10 +125,7 @@ class MatchOptions:
     max_reprojection_px: float = 4.0
 
     def __post_init__(self) -> None:
-        for name in ("pairs_per_image", "min_pair_matches"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise MapBuildError(f"{name} must be an integer >= 1, got {value!r}")
+        check_fields(self, MapBuildError, integers={"pairs_per_image": 1, "min_pair_matches": 1})
         for name, low, high in (
             ("max_pair_angle_deg", 0.0, 180.0),
             ("ratio", 0.0, 1.0),

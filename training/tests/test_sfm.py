@@ -14,10 +14,12 @@ bad input caught before any SfM) plus three real pycolmap runs on the embedded s
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import shutil
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,7 +49,7 @@ from posenet_train.sfm import (
     umeyama,
 )
 from posenet_train.sfm.align import check_spread, slerp
-from posenet_train.sfm.cli import cli
+from posenet_train.sfm.cli import build_parser, cli
 from posenet_train.sfm.demo_inputs import (
     DEFAULT_T_ODOM_WORLD,
     make_recording,
@@ -74,6 +76,8 @@ from posenet_train.sfm.rosbag import (
 SFM_FRAMES = 32
 SFM_WIDTH, SFM_HEIGHT = 480, 360
 QUIET = {"progress": False}
+# The pipeline's default selection but every frame kept, blurred or not.
+NO_BLUR_REJECTION = FrameSelection(reject_blur=False, max_frames=300)
 
 
 def _rotation(axis, angle_deg: float) -> np.ndarray:
@@ -838,26 +842,26 @@ def test_reference_camera_poses_match_the_ground_truth(tmp_path, small_recording
 
 
 @pytest.mark.parametrize(
-    ("bag_kwargs", "main_kwargs", "message"),
+    ("bag_kwargs", "reference", "main_kwargs", "message"),
     [
-        ({}, {"odometry_topic": "/wheel_odom"}, "no odometry topic '/wheel_odom'.*/odom"),
-        ({}, {"image_topic": "/camera/depth"}, "no image topic '/camera/depth'"),
-        ({"odometry_time_shift_s": 100.0}, {"odometry_topic": "/odom"}, "does not overlap"),
-        ({"tf_static": False}, {"odometry_topic": "/odom"}, "no camera extrinsic"),
-        ({}, {"tf_reference_frame": "map"}, "'map' is not in the bag"),
-        ({}, {"camera_info_topic": "/camera/info"}, "no camera info topic"),
-        ({}, {"odometry_topic": "/odom", "scale": 2.0}, "at most one"),
-        ({}, {"redo_from": "everything"}, "redo_from"),
-        ({}, {"min_registered_share": 2.0}, "min_registered_share"),
+        ({}, {"odometry_topic": "/wheel_odom"}, {}, "no odometry topic '/wheel_odom'.*/odom"),
+        ({}, {}, {"image_topic": "/camera/depth"}, "no image topic '/camera/depth'"),
+        ({"odometry_time_shift_s": 100.0}, {"odometry_topic": "/odom"}, {}, "does not overlap"),
+        ({"tf_static": False}, {"odometry_topic": "/odom"}, {}, "no camera extrinsic"),
+        ({}, {"reference_frame": "map"}, {}, "'map' is not in the bag"),
+        ({}, {}, {"camera_info_topic": "/camera/info"}, "no camera info topic"),
+        ({}, {"odometry_topic": "/odom", "scale_factor": 2.0}, {}, "at most one"),
+        ({}, {}, {"redo_from": "everything"}, "redo_from"),
+        ({}, {}, {"min_registered_share": 2.0}, "min_registered_share"),
     ],
 )
 def test_bad_bag_input_fails_before_sfm(
-    tmp_path, small_recording, bag_kwargs, main_kwargs, message
+    tmp_path, small_recording, bag_kwargs, reference, main_kwargs, message
 ):
     bag = write_bag(tmp_path / "bag", small_recording, **bag_kwargs)
     out = tmp_path / "out"
     with pytest.raises(SfmError, match=message):
-        main(bag, out, **QUIET, **main_kwargs)
+        main(bag, out, reference=ReferenceOptions(**reference), **QUIET, **main_kwargs)
     assert not (out / "sfm" / "database.db").exists()  # failed before features
     if out.exists():
         _assert_not_complete(out)
@@ -866,7 +870,7 @@ def test_bad_bag_input_fails_before_sfm(
 def test_odometry_needs_a_rosbag(tmp_path, small_frames):
     folder = _write_folder(tmp_path / "in", small_frames)
     with pytest.raises(SfmError, match="needs odometry or TF from a rosbag2"):
-        main(folder, tmp_path / "out", odometry_topic="/odom", **QUIET)
+        main(folder, tmp_path / "out", reference=ReferenceOptions(odometry_topic="/odom"), **QUIET)
     _assert_not_complete(tmp_path / "out")
 
 
@@ -893,7 +897,8 @@ def video_run(tmp_path_factory):
     truth = recording.T_world_camera
     first, last = 0, SFM_FRAMES - 1
     distance = float(np.linalg.norm(truth[first, :3, 3] - truth[last, :3, 3]))
-    kwargs = {"known_distance": (f"frame_{first:06d}", str(last), distance), **QUIET}
+    known_distance = (f"frame_{first:06d}", str(last), distance)
+    kwargs = {"reference": ReferenceOptions(known_distance=known_distance), **QUIET}
     out = main(video, root / "out", **kwargs)
     return SimpleNamespace(
         root=root, video=video, out=out, truth=truth, kwargs=kwargs, recording=recording
@@ -971,12 +976,12 @@ def test_rerun_reuses_and_parameter_changes_need_redo(video_run, tmp_path):
     before = marker.stat().st_mtime_ns
     assert main(video_run.video, out, **video_run.kwargs) == out
     assert marker.stat().st_mtime_ns == before
-    changed = {**QUIET, "scale": 2.0}
+    changed = {**QUIET, "reference": ReferenceOptions(scale_factor=2.0)}
     with pytest.raises(SfmError, match="'export' step made with different.*redo-from export"):
         main(video_run.video, out, **changed)
     assert marker.is_file()  # the complete previous result is untouched
     with pytest.raises(SfmError, match="'features' step.*max_features"):
-        main(video_run.video, out, max_features=1024, **video_run.kwargs)
+        main(video_run.video, out, sfm=SfmOptions(max_features=1024), **video_run.kwargs)
     with pytest.warns(SfmWarning, match="SfM units"):
         main(video_run.video, out, redo_from="export", **QUIET)
     report = json.loads((out / REPORT).read_text())
@@ -984,7 +989,13 @@ def test_rerun_reuses_and_parameter_changes_need_redo(video_run, tmp_path):
     assert report["scale"]["mode"] == "none" and report["output_frame"]["units"] == "sfm"
     raw = {r.image_path.name: r.position_m for r in _records(out)}
     with pytest.warns(SfmWarning, match="spans only"):
-        main(video_run.video, out, redo_from="export", known_distance=("0", "1", 0.1), **QUIET)
+        main(
+            video_run.video,
+            out,
+            redo_from="export",
+            reference=ReferenceOptions(known_distance=("0", "1", 0.1)),
+            **QUIET,
+        )
     main(video_run.video, out, redo_from="export", **changed)
     doubled = {r.image_path.name: r.position_m for r in _records(out)}
     for name, position in raw.items():
@@ -994,7 +1005,7 @@ def test_rerun_reuses_and_parameter_changes_need_redo(video_run, tmp_path):
 def test_cli_reuses_the_output_and_reports_errors(video_run, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(video_run.out, out)
-    first, second, metres = video_run.kwargs["known_distance"]
+    first, second, metres = video_run.kwargs["reference"].known_distance
     argv = [str(video_run.video), "-o", str(out), "--no-progress"]
     argv += ["--known-distance", first, second, repr(metres)]
     assert cli(argv) == 0
@@ -1036,6 +1047,29 @@ def test_cli_rejects_malformed_arguments(tmp_path, extra, capsys):
     assert "error" in capsys.readouterr().err
 
 
+# Flags the CLI maps itself because their names differ from what they set.
+RENAMED_FLAGS = {
+    "input": "input_path",
+    "no_blur_rejection": "reject_blur",
+    "threads": "num_threads",
+    "scale": "scale_factor",
+    "tf_reference_frame": "reference_frame",
+    "min_reference_pairs": "min_pairs",
+    "no_progress": "progress",
+}
+
+
+def test_every_cli_flag_reaches_main_or_an_option_object():
+    """The CLI builds main's option objects from the flags named like their fields: a flag named
+    like nothing would be dropped silently."""
+    parsed = set(vars(build_parser().parse_args(["in", "-o", "out"])))
+    targets = set(inspect.signature(main).parameters) | {
+        f.name for cls in (FrameSelection, SfmOptions, ReferenceOptions) for f in fields(cls)
+    }
+    assert parsed - targets - set(RENAMED_FLAGS) == set()
+    assert set(RENAMED_FLAGS.values()) <= targets
+
+
 @pytest.fixture(scope="module")
 def bag_run(tmp_path_factory):
     """A robot's rosbag2: raw images, odometry with an offset, noise and a glitch, /tf_static."""
@@ -1044,7 +1078,11 @@ def bag_run(tmp_path_factory):
     # 0.4 s of odometry 30 cm off: the alignment must see those frames as outliers.
     bag = write_bag(root / "bag", recording, glitch=(1.0, 1.4, (0.3, 0.0, 0.0)))
     out = main(
-        bag, root / "out", odometry_topic="/odom", camera_info_topic="/camera/camera_info", **QUIET
+        bag,
+        root / "out",
+        reference=ReferenceOptions(odometry_topic="/odom"),
+        camera_info_topic="/camera/camera_info",
+        **QUIET,
     )
     return SimpleNamespace(root=root, bag=bag, out=out, recording=recording)
 
@@ -1081,7 +1119,7 @@ def test_rosbag_tf_alignment_reuses_the_reconstruction(bag_run, tmp_path):
     main(
         bag_run.bag,
         out,
-        tf_reference_frame="odom",
+        reference=ReferenceOptions(reference_frame="odom"),
         camera_info_topic="/camera/camera_info",
         redo_from="export",
         **QUIET,
@@ -1106,12 +1144,12 @@ def test_too_few_registered_frames_is_a_clear_error(tmp_path):
     folder = _write_folder(tmp_path / "in", frames + [grey] * 14)
     out = tmp_path / "out"
     with pytest.raises(SfmError, match=r"too few registered frames: \d+ of 24"):
-        main(folder, out, reject_blur=False, **QUIET)
+        main(folder, out, selection=NO_BLUR_REJECTION, **QUIET)
     _assert_not_complete(out)
     # The finished steps stay and are reused: a lower bar then completes the run.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SfmWarning)
-        main(folder, out, reject_blur=False, min_registered_share=0.2, **QUIET)
+        main(folder, out, selection=NO_BLUR_REJECTION, min_registered_share=0.2, **QUIET)
     report = json.loads((out / REPORT).read_text())
     assert report["reused_steps"] == ["frames", "features", "mapping"]
     assert report["sfm"]["registered_frames"] <= 10
@@ -1132,10 +1170,9 @@ def test_too_few_registered_frames_is_a_clear_error(tmp_path):
         main(
             folder,
             out,
-            reject_blur=False,
+            selection=NO_BLUR_REJECTION,
             min_registered_share=0.2,
-            max_features=2048,
-            matcher="exhaustive",
+            sfm=SfmOptions(max_features=2048, matcher="exhaustive"),
             redo_from="features",
             **QUIET,
         )
@@ -1153,7 +1190,7 @@ def test_blank_frames_have_no_features(tmp_path):
     folder = _write_folder(tmp_path / "in", [np.full((60, 80, 3), 90, np.uint8)] * 6)
     out = tmp_path / "out"
     with pytest.raises(SfmError, match="no SIFT features"):
-        main(folder, out, reject_blur=False, **QUIET)
+        main(folder, out, selection=NO_BLUR_REJECTION, **QUIET)
     _assert_not_complete(out)
     assert not (out / "sfm" / "database.db").exists()
 
@@ -1187,7 +1224,7 @@ def drive_run(tmp_path_factory):
     distance = float(np.linalg.norm(truth[names[-1]] - truth[names[0]]))
     kwargs = {
         "intrinsics": dataset / "intrinsics.json",
-        "known_distance": ("0", str(DRIVE["frames"] - 1), distance),
+        "reference": ReferenceOptions(known_distance=("0", str(DRIVE["frames"] - 1), distance)),
         **QUIET,
     }
     out = main(dataset / "images", root / "out", **kwargs)

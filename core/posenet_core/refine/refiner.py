@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_core.features import (
     FeatureError,
     create_detector,
@@ -116,43 +117,37 @@ class RefinerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        ints = {
-            "num_keyframes": 1,
-            "min_keypoints": 0,
-            "min_matches": 4,
-            "ransac_iterations": 1,
-            "min_inliers": 4,
-            "seed": 0,
-        }
-        for name, minimum in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise RefineError(f"refine {name} must be an integer >= {minimum}, got {value!r}")
-        ranges = {
-            "max_view_angle_deg": (0.0, 180.0, False),
-            "min_overlap": (0.0, 1.0, True),
-            "ratio": (0.0, 1.0, False),
-            "ransac_threshold_px": (0.0, 1000.0, False),
-            "ransac_confidence": (0.0, 1.0, False),
-            "max_prior_distance_m": (0.0, math.inf, True),
-            "max_prior_angle_deg": (0.0, 180.0, True),
-            "covariance_scale": (0.0, math.inf, False),
-            "min_sigma_px": (0.0, math.inf, True),
-        }
-        for name, (low, high, low_inclusive) in ranges.items():
-            value = getattr(self, name)
-            ok = (
-                not isinstance(value, bool)
-                and isinstance(value, (int, float))
-                and math.isfinite(value)
-                and (value >= low if low_inclusive else value > low)
-                and value <= high
-            )
-            if not ok:
-                bracket = "[" if low_inclusive else "("
-                raise RefineError(
-                    f"refine {name} must be a number in {bracket}{low}, {high}], got {value!r}"
-                )
+        check_fields(
+            self,
+            RefineError,
+            integers={
+                "num_keyframes": 1,
+                "min_keypoints": 0,
+                "min_matches": 4,
+                "ransac_iterations": 1,
+                "min_inliers": 4,
+                "seed": 0,
+            },
+            numbers={
+                "max_view_angle_deg": (0.0, 180.0),
+                "min_overlap": (0.0, 1.0),
+                "ratio": (0.0, 1.0),
+                "ransac_threshold_px": (0.0, 1000.0),
+                "ransac_confidence": (0.0, 1.0),
+                "max_prior_distance_m": (0.0, math.inf),
+                "max_prior_angle_deg": (0.0, 180.0),
+                "covariance_scale": (0.0, math.inf),
+                "min_sigma_px": (0.0, math.inf),
+            },
+            open_low=(
+                "max_view_angle_deg",
+                "ratio",
+                "ransac_threshold_px",
+                "ransac_confidence",
+                "covariance_scale",
+            ),
+            prefix="refine ",
+        )
         if not isinstance(self.mutual, bool):
             raise RefineError(f"refine mutual must be true or false, got {self.mutual!r}")
 

@@ -14,18 +14,23 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from posenet_core.cli import int_at_least, number, run_main
-from posenet_train.sfm.frames import INPUT_KINDS
+from posenet_train.sfm.frames import INPUT_KINDS, FrameSelection
 from posenet_train.sfm.pipeline import STEPS, SfmWarning, main
-from posenet_train.sfm.reconstruct import CAMERA_MODELS, MATCHERS
+from posenet_train.sfm.reconstruct import CAMERA_MODELS, MATCHERS, SfmOptions
+from posenet_train.sfm.reference import ReferenceOptions
 
 __all__ = ["build_parser", "cli"]
+
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +244,38 @@ def _known_distance(values: list[str] | None, parser: argparse.ArgumentParser):
     return (values[0], values[1], metres)
 
 
+def _from_args(build: Callable[..., T], args: argparse.Namespace, **overrides: Any) -> T:
+    """``build(...)`` with every parsed value whose destination is one of its parameters (a
+    flag named like the option it sets), then ``overrides`` (flags named otherwise)."""
+    parameters = inspect.signature(build).parameters
+    return build(**{k: v for k, v in vars(args).items() if k in parameters} | overrides)
+
+
+def _label(parsed: argparse.Namespace, known_distance: tuple[str, str, float] | None) -> Path:
+    """:func:`main` with the options the parsed flags describe."""
+    return _from_args(
+        main,
+        parsed,
+        input_path=parsed.input,
+        selection=_from_args(
+            FrameSelection,
+            parsed,
+            reject_blur=not parsed.no_blur_rejection,
+            max_frames=parsed.max_frames or None,
+        ),
+        sfm=_from_args(SfmOptions, parsed, num_threads=parsed.threads),
+        reference=_from_args(
+            ReferenceOptions,
+            parsed,
+            scale_factor=parsed.scale,
+            known_distance=known_distance,
+            reference_frame=parsed.tf_reference_frame,
+            min_pairs=parsed.min_reference_pairs,
+        ),
+        progress=not parsed.no_progress,
+    )
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 error, 2 bad arguments)."""
     parser = build_parser()
@@ -247,19 +284,15 @@ def cli(argv: Sequence[str] | None = None) -> int:
     folders: list = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SfmWarning)
+        # The options are built inside run_main: a value they refuse is an error message.
         status = run_main(
             "posenet_train.sfm",
-            main,
-            args,
+            _label,
+            argparse.Namespace(),
             then=folders.append,
             error_status=1,
-            handled=("input", "no_blur_rejection", "threads", "no_progress"),
-            input_path=args.input,
-            reject_blur=not args.no_blur_rejection,
-            max_frames=args.max_frames or None,
-            num_threads=args.threads,
+            parsed=args,
             known_distance=known,
-            progress=not args.no_progress,
         )
     if status:
         return status

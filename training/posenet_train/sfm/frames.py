@@ -38,6 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_train.sfm.errors import SfmError
 from posenet_train.sfm.rosbag import Bag, ImageDecodeError, is_rosbag
 
@@ -82,20 +83,13 @@ class FrameSelection:
     max_frames: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.every_nth, bool) or not isinstance(self.every_nth, int):
-            raise SfmError(f"every_nth must be an integer >= 1, got {self.every_nth!r}")
-        if self.every_nth < 1:
-            raise SfmError(f"every_nth must be an integer >= 1, got {self.every_nth}")
+        check_fields(self, SfmError, integers={"every_nth": 1, "blur_window": 1})
         if self.min_interval_s is not None and not (
             math.isfinite(self.min_interval_s) and self.min_interval_s > 0
         ):
             raise SfmError(f"min_interval_s must be a positive number, got {self.min_interval_s}")
         if not (math.isfinite(self.blur_ratio) and 0.0 <= self.blur_ratio < 1.0):
             raise SfmError(f"blur_ratio must be in [0, 1), got {self.blur_ratio}")
-        if isinstance(self.blur_window, bool) or not isinstance(self.blur_window, int):
-            raise SfmError(f"blur_window must be an integer >= 1, got {self.blur_window!r}")
-        if self.blur_window < 1:
-            raise SfmError(f"blur_window must be an integer >= 1, got {self.blur_window}")
         if self.max_frames is not None and (
             isinstance(self.max_frames, bool)
             or not isinstance(self.max_frames, int)

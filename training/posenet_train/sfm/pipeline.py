@@ -36,7 +36,6 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -78,6 +77,7 @@ from posenet_train.sfm.rosbag import Bag
 
 __all__ = [
     "COMPLETE_MARKER",
+    "DEFAULT_SELECTION",
     "FORMAT_VERSION",
     "REPORT",
     "STEPS",
@@ -93,6 +93,8 @@ COMPLETE_MARKER = "sfm_complete.json"
 IN_PROGRESS_MARKER = "sfm_in_progress"
 REPORT = "sfm_report.json"
 STEPS = ("frames", "features", "mapping", "export")
+# The frame selection of :func:`main` by default: every frame, at most 300 of them.
+DEFAULT_SELECTION = FrameSelection(max_frames=300)
 _EXPORT_FILES = (
     "dataset_test.txt",
     "dataset_train.txt",
@@ -607,65 +609,21 @@ def _preflight_reference(
     require_overlap(reference, stamps, options)
 
 
-def _scale_mode(
-    scale: float | None,
-    known_distance: Sequence | None,
-    odometry_topic: str | None,
-    tf_reference_frame: str | None,
-) -> str:
-    given = [
-        mode
-        for mode, value in (
-            ("factor", scale),
-            ("distance", known_distance),
-            ("odometry", odometry_topic),
-            ("tf", tf_reference_frame),
-        )
-        if value is not None
-    ]
-    if len(given) > 1:
-        raise SfmError(
-            "give at most one of scale, known_distance, odometry_topic and tf_reference_frame;"
-            f" got {', '.join(given)}"
-        )
-    return given[0] if given else "none"
-
-
 def main(
     input_path: str | Path,
     output: str | Path,
     *,
+    selection: FrameSelection = DEFAULT_SELECTION,
+    sfm: SfmOptions = SfmOptions(),
+    reference: ReferenceOptions = ReferenceOptions(),
     input_kind: str | None = None,
     image_topic: str | None = None,
     image_rate_hz: float | None = None,
-    every_nth: int = 1,
-    min_interval_s: float | None = None,
-    reject_blur: bool = True,
-    blur_ratio: float = 0.5,
-    max_frames: int | None = 300,
     image_format: str = "png",
     intrinsics: str | Path | CameraIntrinsics | None = None,
     camera_info_topic: str | None = None,
-    camera_model: str = "SIMPLE_RADIAL",
-    refine_intrinsics: bool = False,
-    matcher: str = "sequential",
-    overlap: int = 10,
-    max_features: int = 4096,
-    init_min_tri_angle_deg: float = 4.0,
-    init_max_forward_motion: float = 1.0,
-    num_threads: int = 2,
-    seed: int = 0,
     min_registered: int = 10,
     min_registered_share: float = 0.5,
-    scale: float | None = None,
-    known_distance: tuple[str, str, float] | None = None,
-    odometry_topic: str | None = None,
-    tf_reference_frame: str | None = None,
-    camera_frame: str | None = None,
-    camera_extrinsic: Sequence[float] | None = None,
-    max_gap_s: float = 0.5,
-    inlier_threshold_m: float | None = None,
-    min_reference_pairs: int = 10,
     test_fraction: float = 0.2,
     split_blocks: int = 10,
     split_guard_frames: int = 1,
@@ -682,23 +640,22 @@ def main(
         input_kind: "video", "images" or "rosbag" (detected when None).
         image_topic: rosbag2 image topic (Image or CompressedImage; default: the only one).
         image_rate_hz: image folder frame rate (gives the images timestamps).
-        every_nth, min_interval_s, reject_blur, blur_ratio, max_frames: frame selection
-            (:class:`~posenet_train.sfm.frames.FrameSelection`).
+        selection: which frames are used (:class:`~posenet_train.sfm.frames.FrameSelection`;
+            default: :data:`DEFAULT_SELECTION`, at most 300 frames).
+        sfm: features, matching and mapping (:class:`~posenet_train.sfm.reconstruct.SfmOptions`;
+            the initialisation defaults accept a camera driving straight ahead, see
+            :mod:`~posenet_train.sfm.reconstruct`). Its ``camera_model`` is estimated when no
+            intrinsics are given.
+        reference: scale and frame of the output poses
+            (:class:`~posenet_train.sfm.reference.ReferenceOptions`): a scale factor, a known
+            distance ``(frame_a, frame_b, metres)``, odometry or TF from a rosbag2, or none
+            (SfM units, with a warning).
         image_format: "png" or "jpg" for the written frames.
         intrinsics: JSON file (or object) with the calibrated camera; camera_info_topic: read
-            them from the bag's CameraInfo instead. Neither: ``camera_model`` is estimated.
-        camera_model, refine_intrinsics, matcher, overlap, max_features,
-            init_min_tri_angle_deg, init_max_forward_motion, num_threads, seed:
-            :class:`~posenet_train.sfm.reconstruct.SfmOptions` (the initialisation defaults
-            accept a camera driving straight ahead; see :mod:`~posenet_train.sfm.reconstruct`).
+            them from the bag's CameraInfo instead. Neither: ``sfm.camera_model`` is estimated.
         min_registered, min_registered_share: fewest registered frames (count and share of the
             selected frames) accepted; below them mapping is tried once more with COLMAP's own
             initialisation (:func:`~posenet_train.sfm.reconstruct.map_with_fallback`).
-        scale: multiply SfM units by this factor. known_distance: ``(frame_a, frame_b,
-            metres)``. odometry_topic: align to nav_msgs/Odometry. tf_reference_frame: align
-            to TF. At most one; none leaves SfM units (with a warning).
-        camera_frame, camera_extrinsic, max_gap_s, inlier_threshold_m, min_reference_pairs:
-            :class:`~posenet_train.sfm.reference.ReferenceOptions`.
         test_fraction, split_blocks, split_guard_frames: :func:`split_by_time_blocks`.
         overwrite: recompute every step. redo_from: recompute from this step on (one of
             "frames", "features", "mapping", "export").
@@ -725,44 +682,14 @@ def main(
             raise SfmError(
                 f"{name} must be >= {low}{f' and <= {high}' if high else ''}, got {value!r}"
             )
-    selection = FrameSelection(
-        every_nth=every_nth,
-        min_interval_s=min_interval_s,
-        reject_blur=reject_blur,
-        blur_ratio=blur_ratio,
-        max_frames=max_frames,
-    )
-    sfm_options = SfmOptions(
-        matcher=matcher,
-        overlap=overlap,
-        max_features=max_features,
-        camera_model=camera_model,
-        refine_intrinsics=refine_intrinsics,
-        init_min_tri_angle_deg=init_min_tri_angle_deg,
-        init_max_forward_motion=init_max_forward_motion,
-        num_threads=num_threads,
-        seed=seed,
-    )
-    reference_options = ReferenceOptions(
-        mode=_scale_mode(scale, known_distance, odometry_topic, tf_reference_frame),
-        scale_factor=scale,
-        known_distance=None if known_distance is None else tuple(known_distance),
-        odometry_topic=odometry_topic,
-        reference_frame=tf_reference_frame,
-        camera_frame=camera_frame,
-        camera_extrinsic=None if camera_extrinsic is None else tuple(camera_extrinsic),
-        max_gap_s=max_gap_s,
-        inlier_threshold_m=inlier_threshold_m,
-        min_pairs=min_reference_pairs,
-    )
     split = (float(test_fraction), split_blocks, split_guard_frames)
     split_by_time_blocks(100, test_fraction=split[0], blocks=split[1], guard_frames=split[2])
     source = open_source(
         input_path, kind=input_kind, image_topic=image_topic, image_rate_hz=image_rate_hz
     )
-    if reference_options.mode in ("odometry", "tf") and source.kind != "rosbag":
+    if reference.mode in ("odometry", "tf") and source.kind != "rosbag":
         raise SfmError(
-            f"scale mode {reference_options.mode!r} needs odometry or TF from a rosbag2, but the"
+            f"scale mode {reference.mode!r} needs odometry or TF from a rosbag2, but the"
             f" input is a {source.kind}"
         )
     camera = _resolve_intrinsics(intrinsics, camera_info_topic, input_path, source.kind)
@@ -777,27 +704,27 @@ def main(
         "selection": asdict(selection),
         "image_format": image_format,
     }
-    sfm_dict = asdict(sfm_options)
+    sfm_dict = asdict(sfm)
     sfm_dict.pop("num_threads")  # the result does not depend on it (beyond float rounding)
     fp_features = {
         "frames": fp_frames,
         "intrinsics": None if camera is None else camera.to_json(),
         "sfm": {k: sfm_dict[k] for k in ("matcher", "overlap", "max_features", "max_image_size")}
-        | {"camera_model": None if camera else sfm_options.camera_model, "seed": seed},
+        | {"camera_model": None if camera else sfm.camera_model, "seed": sfm.seed},
     }
     fp_mapping = {
         "features": fp_features,
         "mapping": {
-            "refine_intrinsics": sfm_options.refine_intrinsics,
-            "min_model_size": sfm_options.min_model_size,
-            "init_min_tri_angle_deg": sfm_options.init_min_tri_angle_deg,
-            "init_max_forward_motion": sfm_options.init_max_forward_motion,
-            "seed": seed,
+            "refine_intrinsics": sfm.refine_intrinsics,
+            "min_model_size": sfm.min_model_size,
+            "init_min_tri_angle_deg": sfm.init_min_tri_angle_deg,
+            "init_max_forward_motion": sfm.init_max_forward_motion,
+            "seed": sfm.seed,
         },
     }
     fp_export = {
         "mapping": fp_mapping,
-        "reference": _json_normal(asdict(reference_options)),
+        "reference": _json_normal(asdict(reference)),
         "split": list(split),
         "min_registered": min_registered,
         "min_registered_share": min_registered_share,
@@ -862,24 +789,22 @@ def main(
 
         frame_ids = (markers["frames"]["stats"].get("source") or {}).get("frame_ids") or {}
         image_frame_id = max(frame_ids, key=frame_ids.get) if frame_ids else None
-        if reference_options.mode in ("odometry", "tf") and not plan[3]:
+        if reference.mode in ("odometry", "tf") and not plan[3]:
             # Check the reference before minutes of SfM: topic, extrinsic, overlap in time.
-            _preflight_reference(reference_options, frames, input_path, image_frame_id)
+            _preflight_reference(reference, frames, input_path, image_frame_id)
 
         # 2. features and matches
         database = folder / "sfm" / "database.db"
         if plan[1]:
             reused.append("features")
         else:
-            _say(
-                progress, f"SIFT features and {sfm_options.matcher} matching, {len(names)} frames"
-            )
+            _say(progress, f"SIFT features and {sfm.matcher} matching, {len(names)} frames")
             start = time.perf_counter()
             tmp_db = folder / "sfm" / "database.tmp.db"
             tmp_db.unlink(missing_ok=True)
             try:
                 stats = extract_and_match(
-                    images_dir, names, tmp_db, sfm_options, camera, progress=progress
+                    images_dir, names, tmp_db, sfm, camera, progress=progress
                 )
             except BaseException:
                 tmp_db.unlink(missing_ok=True)
@@ -904,7 +829,7 @@ def main(
                     database,
                     images_dir,
                     tmp_models,
-                    sfm_options,
+                    sfm,
                     intrinsics_known=camera is not None,
                     total_frames=len(names),
                     min_registered=max(
@@ -929,7 +854,7 @@ def main(
             )
 
     # 4. scale, frame and export
-    _say(progress, f"scale and frame ({reference_options.mode}), export")
+    _say(progress, f"scale and frame ({reference.mode}), export")
     start = time.perf_counter()
     report_warnings: list[str] = []
     index, best, others = select_largest(models)
@@ -957,7 +882,7 @@ def main(
     quats = np.array([poses[n][1] for n in ordered])
     frames_stats = markers["frames"]["stats"]
     transform, frame_id, scale_report, residuals, reference_positions = compute_transform(
-        reference_options,
+        reference,
         ordered,
         [info[n].source_index for n in ordered],
         [info[n].timestamp_s for n in ordered],
@@ -966,10 +891,10 @@ def main(
         input_path=input_path,
         input_kind=source.kind,
         image_frame_id=image_frame_id,
-        seed=seed,
+        seed=sfm.seed,
     )
     units = scale_report["units"]
-    if reference_options.mode == "none":
+    if reference.mode == "none":
         report_warnings.append(
             "no scale given: positions are in arbitrary SfM units and the SfM frame; give"
             " known_distance, scale, or (rosbag2) odometry_topic / tf_reference_frame for metres"
@@ -1001,8 +926,8 @@ def main(
             **statistics,
             "other_models": others,
             "intrinsics_given": None if camera is None else camera.to_json(),
-            "camera_model_estimated": None if camera else sfm_options.camera_model,
-            "options": asdict(sfm_options),
+            "camera_model_estimated": None if camera else sfm.camera_model,
+            "options": asdict(sfm),
             "mapping_attempts": markers["mapping"]["stats"].get("attempts", []),
         },
         "scale": scale_report,

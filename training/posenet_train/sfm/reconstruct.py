@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_core.datasets import intrinsics as core_intrinsics
 from posenet_core.geometry import matrix_to_quat, orthonormalize_rotation
 from posenet_train.sfm.errors import SfmError
@@ -240,29 +241,19 @@ class SfmOptions:
                 f"camera_model must be one of {', '.join(CAMERA_MODELS)}, got"
                 f" {self.camera_model!r}"
             )
-        for name, minimum in (
-            ("overlap", 1),
-            ("max_features", 64),
-            ("max_image_size", 64),
-            ("min_model_size", 3),
-            ("num_threads", 1),
-            ("seed", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise SfmError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        for name, low, high in (
-            ("init_min_tri_angle_deg", 0.1, 60.0),
-            ("init_max_forward_motion", 0.5, 1.0),
-        ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or not low <= value <= high
-            ):
-                raise SfmError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        check_fields(
+            self,
+            SfmError,
+            integers={
+                "overlap": 1,
+                "max_features": 64,
+                "max_image_size": 64,
+                "min_model_size": 3,
+                "num_threads": 1,
+                "seed": 0,
+            },
+            numbers={"init_min_tri_angle_deg": (0.1, 60.0), "init_max_forward_motion": (0.5, 1.0)},
+        )
 
 
 def _device():

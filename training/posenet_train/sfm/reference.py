@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from posenet_core.checks import check_fields
 from posenet_core.geometry import matrix_to_quat, quat_to_matrix
 from posenet_core.metrics import rotation_error_deg
 from posenet_train.sfm.align import Similarity, check_spread, fit_similarity_robust
@@ -52,6 +53,13 @@ SCALE_MODES = ("none", "factor", "distance", "odometry", "tf")
 # Above this median disagreement between the aligned SfM orientations and the reference ones the
 # extrinsic (or the camera frame) is probably wrong: worth a warning, not an error.
 ROTATION_WARNING_DEG = 5.0
+# The option each scale mode needs (and that selects the mode when ``mode`` is not given).
+_MODE_FIELDS = {
+    "factor": "scale_factor",
+    "distance": "known_distance",
+    "odometry": "odometry_topic",
+    "tf": "reference_frame",
+}
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,9 @@ class ReferenceOptions:
     """Everything that decides the scale and frame of the output poses.
 
     Attributes:
-        mode: one of :data:`SCALE_MODES`.
+        mode: one of :data:`SCALE_MODES`; None (the default): the mode of the one of
+            ``scale_factor``, ``known_distance``, ``odometry_topic`` and ``reference_frame``
+            that is given (``none`` when none is; more than one is an error).
         scale_factor: mode ``factor``.
         known_distance: mode ``distance``: ``(frame_a, frame_b, metres)``; frames by file name
             (``frame_000012.png`` or ``frame_000012``) or source index (``"12"``).
@@ -74,7 +84,7 @@ class ReferenceOptions:
         min_pairs: fewest frames with a reference pose needed for the fit.
     """
 
-    mode: str = "none"
+    mode: str | None = None
     scale_factor: float | None = None
     known_distance: tuple[str, str, float] | None = None
     odometry_topic: str | None = None
@@ -86,18 +96,18 @@ class ReferenceOptions:
     min_pairs: int = 10
 
     def __post_init__(self) -> None:
+        if self.mode is None:
+            object.__setattr__(self, "mode", self._given_mode())
+        for name in ("known_distance", "camera_extrinsic"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.mode not in SCALE_MODES:
             raise SfmError(
                 f"scale mode must be one of {', '.join(SCALE_MODES)}, got {self.mode!r}"
             )
-        needs = {
-            "factor": ("scale_factor", self.scale_factor),
-            "distance": ("known_distance", self.known_distance),
-            "odometry": ("odometry_topic", self.odometry_topic),
-            "tf": ("reference_frame", self.reference_frame),
-        }
-        if self.mode in needs and needs[self.mode][1] is None:
-            raise SfmError(f"scale mode {self.mode!r} needs {needs[self.mode][0]}")
+        needs = _MODE_FIELDS.get(self.mode)
+        if needs is not None and getattr(self, needs) is None:
+            raise SfmError(f"scale mode {self.mode!r} needs {needs}")
         if self.scale_factor is not None and not (
             math.isfinite(self.scale_factor) and self.scale_factor > 0
         ):
@@ -125,10 +135,15 @@ class ReferenceOptions:
             raise SfmError(
                 f"inlier_threshold_m must be a positive number, got {self.inlier_threshold_m}"
             )
-        if isinstance(self.min_pairs, bool) or not isinstance(self.min_pairs, int):
-            raise SfmError(f"min_pairs must be an integer >= 4, got {self.min_pairs!r}")
-        if self.min_pairs < 4:
-            raise SfmError(f"min_pairs must be an integer >= 4, got {self.min_pairs}")
+        check_fields(self, SfmError, integers={"min_pairs": 4})
+
+    def _given_mode(self) -> str:
+        given = [name for name in _MODE_FIELDS.values() if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise SfmError(
+                f"give at most one of {', '.join(_MODE_FIELDS.values())}; got {', '.join(given)}"
+            )
+        return next((m for m, name in _MODE_FIELDS.items() if name in given), "none")
 
 
 def parse_extrinsic(values: Sequence[float]) -> np.ndarray:
