@@ -51,6 +51,7 @@ Existing outputs are kept unless ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -244,17 +245,115 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> N
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=list(names),
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *names)},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
+        fixed_size = getattr(model, "fixed_input_size", None)
+        with fixed_size(example) if fixed_size else contextlib.nullcontext():
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=list(names),
+                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *names)},
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    import onnx
+
+    proto = onnx.load(str(path))
+    if fold_pads_into_convs(proto):
+        onnx.save_model(proto, str(path), save_as_external_data=False)
+
+
+def fold_pads_into_convs(proto: Any) -> int:
+    """Fold each zero-valued constant Pad whose only consumer is a Conv into that Conv's
+    ``pads`` attribute (ONNX Conv pads may be asymmetric); returns how many were folded.
+
+    What is left of TensorFlow-"SAME" padding after a fixed-size export (see
+    PoseNetModel.fixed_input_size): a separate Pad copies the tensor, and in an INT8 graph it
+    sits between a DequantizeLinear and a QuantizeLinear, so folding it keeps the graph
+    integer from one convolution to the next. The pads may come from a chain of nodes on
+    constants (the exporter's ConstantOfShape/Concat/... arithmetic): that chain is evaluated
+    with ONNX's reference implementation. Pads on the batch or channel axes, other modes or
+    values, pads that depend on the input, and Pads feeding anything else are left alone.
+    Nodes left without a consumer are removed.
+    """
+    from onnx import AttributeProto, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    constants: dict[str, np.ndarray | None] = {
+        init.name: numpy_helper.to_array(init) for init in proto.graph.initializer
+    }
+    producers = {name: node for node in proto.graph.node for name in node.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def constant(name: str) -> np.ndarray | None:
+        if name not in constants:
+            node = producers.get(name)
+            constants[name] = None  # a graph input, or a cycle guard while evaluating
+            if node is not None and not node.op_type.startswith("Random"):
+                inputs = {i: constant(i) for i in node.input if i}
+                if all(value is not None for value in inputs.values()):
+                    outputs = ReferenceEvaluator(node).run(None, inputs)
+                    constants.update(zip(node.output, outputs, strict=True))
+        return constants[name]
+
+    graph_outputs = {output.name for output in proto.graph.output}
+    folded = []
+    for pad in proto.graph.node:
+        users = consumers.get(pad.output[0], []) if pad.op_type == "Pad" else []
+        if len(users) != 1 or users[0].op_type != "Conv" or pad.output[0] in graph_outputs:
+            continue
+        conv = users[0]
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        pads = constant(pad.input[1]) if len(pad.input) > 1 else None
+        value = constant(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else 0.0
+        if (
+            conv.input[0] != pad.output[0]
+            or mode != b"constant"
+            or pads is None
+            or value is None
+            or np.any(np.asarray(value) != 0)
+            or np.shape(pads) != (8,)
+            or np.any(pads[[0, 1, 4, 5]] != 0)
+            or np.any(pads < 0)
+            or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in conv.attribute)
+        ):
+            continue
+        attribute = next((a for a in conv.attribute if a.name == "pads"), None)
+        if attribute is None:
+            attribute = conv.attribute.add()
+            attribute.name, attribute.type = "pads", AttributeProto.INTS
+            attribute.ints.extend([0, 0, 0, 0])
+        top, left, bottom, right = (int(v) for v in pads[[2, 3, 6, 7]])
+        current = list(attribute.ints)
+        del attribute.ints[:]
+        attribute.ints.extend(
+            [current[0] + top, current[1] + left, current[2] + bottom, current[3] + right]
         )
+        conv.input[0] = pad.input[0]
+        folded.append(pad)
+    for pad in folded:
+        proto.graph.node.remove(pad)
+    _remove_unused(proto)
+    return len(folded)
+
+
+def _remove_unused(proto: Any) -> None:
+    """Drop nodes none of whose outputs is read (repeatedly), then unread initializers."""
+    graph_outputs = {output.name for output in proto.graph.output}
+    while True:
+        used = {name for node in proto.graph.node for name in node.input} | graph_outputs
+        dead = [n for n in proto.graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            proto.graph.node.remove(node)
+    for init in [i for i in proto.graph.initializer if i.name not in used]:
+        proto.graph.initializer.remove(init)
 
 
 def write_metadata(path: Path, metadata: dict[str, str], *, check: bool = True) -> None:

@@ -165,6 +165,112 @@ def test_poselstm_heads_export(trained, tmp_path):
     assert "LSTM" in ops
 
 
+@pytest.mark.parametrize("crop_hw", [(CROP, CROP), (24, 40), (33, 35)])
+def test_efficientnet_exports_same_padding_as_constants(trained, tmp_path, crop_hw):
+    """TensorFlow-"SAME" padding depends on the input size; at the file's fixed size it must be
+    part of the convolutions, not a Shape -> ... -> Pad chain run on every inference (odd sizes
+    pad asymmetrically on both axes), with the same outputs, and the model must pad
+    dynamically again afterwards."""
+    dataset, _ = trained
+    torch.manual_seed(0)
+    model = build_model("posenet-efficientnet-lite0", pretrained=None)
+    model.set_position_stats([0.5, 0.5, 0.2], 0.7)
+    ckpt = save_model_checkpoint(
+        tmp_path / "eff.pt",
+        model,
+        extra={"resize_shorter": RESIZE, "crop_hw": list(crop_hw), "dataset": str(dataset)},
+    )
+    result = main(ckpt, tmp_path / "eff.onnx", calibration_images=0)
+    assert result["max_abs_diff"] <= 1e-4
+    graph = onnx.load(str(result["model"])).graph
+    ops = [node.op_type for node in graph.node]
+    assert {"Pad", "ConstantOfShape", "Gather"}.isdisjoint(ops)
+    assert ops.count("Conv") == 49
+    assert any(
+        list(a.ints)[:2] != list(a.ints)[2:]
+        for node in graph.node
+        if node.op_type == "Conv"
+        for a in node.attribute
+        if a.name == "pads"
+    ), "the stride-2 convolutions pad asymmetrically"
+    # The context restored the library's size-dependent forward.
+    reloaded = model_from_checkpoint(ckpt)[0].eval()
+    assert not any("forward" in vars(m) for m in reloaded.modules())
+    with torch.no_grad():
+        position, _ = reloaded(torch.rand(1, 3, 40, 56))
+    assert position.shape == (1, 3)
+
+
+def _pad_conv_model(
+    pads: list[int], *, value: float = 0.0, mode: str = "constant", pads_from_input: bool = False
+) -> onnx.ModelProto:
+    """x [1,2,5,6] -> Pad(pads, value, mode) -> Conv 3x3 (stride 2) -> y, and the Pad's output
+    also as a graph output when ``mode`` is "shared" (two consumers)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), "w")
+    pads_init = numpy_helper.from_array(np.array(pads, dtype=np.int64), "pads")
+    value_init = numpy_helper.from_array(np.array(value, dtype=np.float32), "value")
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 6])]
+    initializers = [weight, value_init]
+    if pads_from_input:
+        inputs.append(helper.make_tensor_value_info("pads", TensorProto.INT64, [8]))
+    else:
+        initializers.append(pads_init)
+    shared = mode == "shared"
+    nodes = [
+        helper.make_node(
+            "Pad", ["x", "pads", "value"], ["padded"], mode="constant" if shared else mode
+        ),
+        helper.make_node("Conv", ["padded", "w"], ["y"], strides=[2, 2], pads=[0, 0, 0, 0]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, None, None])]
+    if shared:
+        outputs.append(
+            helper.make_tensor_value_info("padded", TensorProto.FLOAT, [1, 2, None, None])
+        )
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("pads", "options", "folded"),
+    [
+        ([0, 0, 0, 1, 0, 0, 1, 0], {}, 1),  # asymmetric, as TF "SAME" pads a stride-2 conv
+        ([0, 0, 1, 1, 0, 0, 1, 1], {}, 1),
+        ([0, 0, 2, 0, 0, 0, 0, 3], {}, 1),
+        ([0, 0, 1, 1, 0, 0, 1, 1], {"value": 1.0}, 0),  # not zero padding
+        ([0, 0, 1, 1, 0, 0, 1, 1], {"mode": "reflect"}, 0),
+        ([1, 0, 1, 1, 0, 0, 1, 1], {}, 0),  # pads the batch axis
+        ([0, 0, 1, 1, 0, 0, 1, 1], {"mode": "shared"}, 0),  # the padded tensor is read twice
+        ([0, 0, 1, 1, 0, 0, 1, 1], {"pads_from_input": True}, 0),  # not a constant
+    ],
+)
+def test_fold_pads_into_convs(pads, options, folded):
+    model = _pad_conv_model(pads, **options)
+    rng = np.random.default_rng(1)
+    feed = {"x": rng.normal(size=(1, 2, 5, 6)).astype(np.float32)}
+    if options.get("pads_from_input"):
+        feed["pads"] = np.array(pads, dtype=np.int64)
+
+    def run(proto: onnx.ModelProto) -> np.ndarray:
+        session = ort.InferenceSession(
+            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return session.run(
+            ["y"], {k: v for k, v in feed.items() if k in {i.name for i in session.get_inputs()}}
+        )[0]
+
+    expected = run(model)
+    assert export_module.fold_pads_into_convs(model) == folded
+    onnx.checker.check_model(model)
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("Pad") == 1 - folded
+    assert {init.name for init in model.graph.initializer} >= {"w"}
+    np.testing.assert_allclose(run(model), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_dataset_moved(trained, tmp_path):
     dataset, ckpt_path = trained
     ckpt = torch.load(ckpt_path, weights_only=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,14 @@ class PoseNetModel(nn.Module):
     def extract_features(self, x: Tensor) -> list[Tensor]:
         """Backbone features for each head, ordered like :attr:`heads` (normalised input)."""
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def fixed_input_size(self, example_BCHW: Tensor) -> Iterator[None]:
+        """Within the block the model may assume every input has ``example_BCHW``'s height and
+        width (the export traces it at the model file's fixed ``posenet.input_size``): size
+        arithmetic that would otherwise be traced into the graph as shape computations becomes
+        constants. Nothing to fix here; models with size-dependent layers override it."""
+        yield
 
     def _trunk_modules(self, count: int) -> list[nn.Module]:
         """The stem and the first ``count`` blocks (models with max_frozen_blocks > 0)."""

@@ -7,11 +7,15 @@ so transfer learning works offline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from posenet_train.errors import ModelError
@@ -52,8 +56,8 @@ def _build_network(drop_connect_rate: float) -> nn.Module:
             "posenet-efficientnet-lite0 needs the package efficientnet-lite-pytorch==0.1.0"
         ) from exc
     # image_size=None selects TensorFlow-"SAME" padding computed from each input's size, so any
-    # crop size pads like TensorFlow did; when exported, the pads become constants for the
-    # model file's fixed input size.
+    # crop size pads like TensorFlow did; the export makes the pads constants of the model
+    # file's fixed input size (PoseNetEfficientNetLite0.fixed_input_size).
     return EfficientNet.from_name(
         "efficientnet-lite0", image_size=None, drop_connect_rate=drop_connect_rate
     )
@@ -155,6 +159,40 @@ class PoseNetEfficientNetLite0(PoseNetModel):
             len(result.unexpected_keys),
         )
 
+    @contextlib.contextmanager
+    def fixed_input_size(self, example_BCHW: Tensor) -> Iterator[None]:
+        """TensorFlow-"SAME" padding as constants for ``example_BCHW``'s size (see the base).
+
+        The library's convolutions compute their padding from ``x.size()`` on every call; traced,
+        that is a Shape/Gather/Sub/.../Pad chain before each of the 49 convolutions that ONNX
+        Runtime runs on every inference (about a third of the demo model's CPU time) and that
+        splits an INT8 graph into float islands around each Pad. Within this block each
+        convolution pads by the constants of its input size: symmetric padding becomes the
+        convolution's own, the few asymmetric ones (stride 2 on an even size) a constant Pad that
+        the export folds into the convolution. The arithmetic is the library's, so outputs are
+        identical.
+        """
+        convs = [m for m in self.backbone.modules() if _is_dynamic_same_conv(m)]
+        input_hw: dict[nn.Module, tuple[int, int]] = {}
+
+        def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            input_hw[module] = (int(args[0].shape[-2]), int(args[0].shape[-1]))
+
+        hooks = [conv.register_forward_pre_hook(record) for conv in convs]
+        try:
+            with torch.no_grad():
+                self.extract_features(self._normalised_input(example_BCHW[:1]))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for conv in convs:
+            conv.forward = _constant_same_padding_forward(conv, input_hw[conv])
+        try:
+            yield
+        finally:
+            for conv in convs:
+                del conv.forward  # the class's own, size-dependent forward again
+
     #: The 16 MBConv blocks; set_frozen_blocks(11) keeps everything up to the stride-16 stage.
     max_frozen_blocks = 16
 
@@ -186,6 +224,36 @@ class PoseNetEfficientNetLite0(PoseNetModel):
         # The library's per-block schedule: the rate grows linearly with depth.
         rate = self.backbone._global_params.drop_connect_rate or 0.0
         return rate * float(block_index) / len(self.backbone._blocks)
+
+
+def _is_dynamic_same_conv(module: nn.Module) -> bool:
+    from efficientnet_lite_pytorch.utils import Conv2dDynamicSamePadding
+
+    return isinstance(module, Conv2dDynamicSamePadding)
+
+
+def _constant_same_padding_forward(conv: nn.Conv2d, input_hw: tuple[int, int]) -> Any:
+    """``conv``'s forward with the padding Conv2dDynamicSamePadding computes for ``input_hw``."""
+    pads = []
+    for size, kernel, stride, dilation in zip(
+        input_hw, conv.weight.shape[-2:], conv.stride, conv.dilation, strict=True
+    ):
+        reach = (kernel - 1) * dilation + 1
+        total = max((math.ceil(size / stride) - 1) * stride + reach - size, 0)
+        pads.append((total // 2, total - total // 2))
+    (top, bottom), (left, right) = pads
+
+    def forward(x: Tensor) -> Tensor:
+        if top == bottom and left == right:
+            padding: tuple[int, int] = (top, left)
+        else:
+            x = F.pad(x, [left, right, top, bottom])
+            padding = (0, 0)
+        return F.conv2d(
+            x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups
+        )
+
+    return forward
 
 
 def build_efficientnet_lite0(**kwargs: Any) -> PoseNetEfficientNetLite0:
