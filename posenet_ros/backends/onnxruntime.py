@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from posenet_core.contract import ModelInfo, validate_session
+from posenet_core.contract import ORT_DISABLED_OPTIMIZERS, ModelInfo, validate_session
 from posenet_ros.backends.base import check_image_batch, checked_outputs, output_names
 from posenet_ros.errors import BackendError
 
@@ -34,7 +34,12 @@ def make_session(model_path: str, num_threads: int = 0, providers: list[str] | N
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(model_path, sess_options=options, providers=providers)
+        return ort.InferenceSession(
+            model_path,
+            sess_options=options,
+            providers=providers,
+            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+        )
     except Exception as exc:  # ORT raises its own pybind exception types
         raise BackendError(
             f"ONNX Runtime cannot load {model_path} with providers {providers}: {exc}"

@@ -76,13 +76,19 @@ def onnx_priors(model: Path, images: list[np.ndarray], threads: int) -> list[np.
     """Priors from a model file, read and preprocessed the node's way (posenet_ros)."""
     import onnxruntime as ort
 
+    from posenet_core.contract import ORT_DISABLED_OPTIMIZERS
     from posenet_core.preprocess import preprocess
     from posenet_ros.model_file import load_model_info
 
     info = load_model_info(str(model))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(model),
+        options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+    )
     priors = []
     for rgb in images:
         x = preprocess(rgb, info.resize_shorter, info.input_hw)

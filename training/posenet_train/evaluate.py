@@ -76,6 +76,7 @@ from tqdm import tqdm
 from posenet_core.cli import positive_int, run_main
 from posenet_core.contract import (
     KEY_DATASET_FINGERPRINT,
+    ORT_DISABLED_OPTIMIZERS,
     UNCERTAINTY_KEY,
     ModelInfo,
     format_median_error,
@@ -366,7 +367,10 @@ def predict_onnx(
         options.inter_op_num_threads = 1
     try:
         session = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            str(model_path),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
         )
     except Exception as exc:  # ORT raises its own pybind types for every load failure
         raise ModelError(f"{model_path}: cannot be loaded by ONNX Runtime: {exc}") from exc

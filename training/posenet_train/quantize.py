@@ -77,6 +77,7 @@ import numpy as np
 from posenet_core.calibration import calibration_paths, read_calibration_images
 from posenet_core.cli import main_arguments, number
 from posenet_core.cli import positive_int as _positive_int
+from posenet_core.contract import ORT_DISABLED_OPTIMIZERS
 from posenet_core.errors import CalibrationDataError
 from posenet_core.files import replaced_atomically
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
@@ -174,7 +175,12 @@ def _session(path: str | Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(path),
+            options,
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+        )
     except Exception as exc:  # ORT raises its own pybind types for every load failure
         raise ModelError(f"{path}: cannot be loaded by ONNX Runtime: {exc}") from exc
 

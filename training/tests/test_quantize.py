@@ -26,6 +26,7 @@ from posenet_train.quantize import (
     QUANTIZATION_KEY,
     AccuracyBudgetError,
     CalibrationImages,
+    _session,
     benchmark_pair,
     build_parser,
     cli,
@@ -563,3 +564,76 @@ def test_benchmark_pair_times_both_models(exported, quantized):
         [exported["model"], quantized["output"]], images, "image", threads=1, runs=3
     )
     assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def _float_conv_between_qdq(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A QDQ graph whose Conv is kept in float (x -> Q -> DQ -> Conv -> Q -> DQ -> y), its two
+    output channels' weights 1e4 apart in size (as a depthwise convolution's can be); returns
+    ``(x, y as the file means it: the Conv in float)``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(2, 1, 3, 3)).astype(np.float32)
+    weight[0] *= 1e-3
+    weight[1] *= 10.0
+    x = rng.uniform(0.0, 1.0, size=(1, 1, 6, 6)).astype(np.float32)
+    y_scale = 0.5
+    initializers = [
+        numpy_helper.from_array(weight, "w"),
+        numpy_helper.from_array(np.zeros(2, np.float32), "b"),
+        numpy_helper.from_array(np.array(1.0 / 255.0, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(0, np.uint8), "x_zero"),
+        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "y_zero"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+        helper.make_node("Conv", ["xd", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "y_scale", "y_zero"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "y_scale", "y_zero"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "float_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 6, 6])],
+        initializers,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    xd = np.round(x * 255.0) / 255.0
+    padded = np.pad(xd[0, 0], 1)
+    conv = np.array(
+        [
+            [
+                [np.sum(padded[i : i + 3, j : j + 3] * weight[k, 0]) for j in range(6)]
+                for i in range(6)
+            ]
+            for k in range(2)
+        ]
+    )
+    y = (np.clip(np.round(conv / y_scale) + 128, 0, 255) - 128) * y_scale
+    return x, y[None].astype(np.float32)
+
+
+def _node_session(path: Path):
+    from posenet_ros.backends.onnxruntime import make_session
+
+    return make_session(str(path), num_threads=1)
+
+
+@pytest.mark.parametrize(
+    "make_session", [_node_session, lambda path: _session(path, 1)], ids=["node", "quantize"]
+)
+def test_layers_kept_in_float_run_in_float(tmp_path, make_session):
+    """ONNX Runtime's WeightBiasQuantization would quantise the float Conv's weights per tensor:
+    the small channel's weights all round to 0. Every session we build keeps them in float."""
+    path = tmp_path / "float_conv.onnx"
+    x, expected = _float_conv_between_qdq(path)
+    (y,) = make_session(path).run(["y"], {"x": x})
+    np.testing.assert_allclose(y, expected, atol=1e-6)
+    # What the optimiser would have done: proves the test model triggers it.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    plain = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert not np.allclose(plain.run(["y"], {"x": x})[0], expected, atol=1e-6)
