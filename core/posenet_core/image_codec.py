@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "RECORDED_ENCODINGS",
     "SUPPORTED_ENCODINGS",
+    "compressed_format_problem",
     "compressed_msg_to_rgb",
     "decode_compressed",
     "decode_image",
@@ -257,6 +258,24 @@ def _peek_compressed_size(buffer: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def compressed_format_problem(fmt: str) -> str:
+    """What is wrong with ``CompressedImage.format`` for :func:`decode_compressed` ("" when it
+    can be decoded): a depth image (``compressedDepth``), or no ``jpeg``, ``jpg`` or ``png`` in
+    it. The same for every message of a topic, so a caller may treat it as fatal."""
+    fmt_lower = fmt.lower() if isinstance(fmt, str) else ""
+    if "compresseddepth" in fmt_lower:
+        return (
+            f"CompressedImage format {fmt!r} is a depth image (compressedDepth); "
+            "a colour or mono image compressed as JPEG or PNG is needed"
+        )
+    if not any(kind in fmt_lower for kind in _COMPRESSED_KINDS):
+        return (
+            f"unsupported CompressedImage format {fmt!r}; supported: formats containing "
+            "'jpeg', 'jpg' or 'png' (e.g. 'jpeg', 'rgb8; jpeg compressed bgr8')"
+        )
+    return ""
+
+
 def decode_compressed(fmt: str, data: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage payload (JPEG or PNG) into H x W x 3 uint8 RGB.
 
@@ -273,17 +292,9 @@ def decode_compressed(fmt: str, data: Any, max_pixels: int = DEFAULT_MAX_PIXELS)
     """
     import cv2
 
-    fmt_lower = fmt.lower() if isinstance(fmt, str) else ""
-    if "compresseddepth" in fmt_lower:
-        raise ImageDecodeError(
-            f"CompressedImage format {fmt!r} is a depth image (compressedDepth); "
-            "this node needs a colour or mono image compressed as JPEG or PNG"
-        )
-    if not any(kind in fmt_lower for kind in _COMPRESSED_KINDS):
-        raise ImageDecodeError(
-            f"unsupported CompressedImage format {fmt!r}; supported: formats containing "
-            "'jpeg', 'jpg' or 'png' (e.g. 'jpeg', 'rgb8; jpeg compressed bgr8')"
-        )
+    problem = compressed_format_problem(fmt)
+    if problem:
+        raise ImageDecodeError(problem)
     buffer = _as_uint8_buffer(data)
     if buffer.size == 0:
         raise ImageDecodeError(f"CompressedImage ({fmt!r}) has no data (0 bytes)")
@@ -298,8 +309,8 @@ def decode_compressed(fmt: str, data: Any, max_pixels: int = DEFAULT_MAX_PIXELS)
         ) from exc
     if bgr is None:
         raise ImageDecodeError(
-            f"CompressedImage ({fmt!r}, {buffer.size} bytes) does not decode as JPEG/PNG "
-            "(corrupt or truncated data)"
+            f"CompressedImage ({fmt!r}, {buffer.size} bytes) does not decode as JPEG/PNG: "
+            "OpenCV cannot decode it (corrupt or truncated data)"
         )
     _check_pixel_count(bgr.shape[0], bgr.shape[1], max_pixels)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

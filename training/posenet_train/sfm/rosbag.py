@@ -10,10 +10,10 @@ Images (``sensor_msgs/msg/Image``) are converted to RGB uint8 by the node's deco
 :mod:`posenet_core.image_codec` (numpy and OpenCV, without cv_bridge), for the encodings in
 :data:`SUPPORTED_ENCODINGS` (its ``RECORDED_ENCODINGS``: ``8UC3`` is BGR, ``8UC1`` mono, 16-bit
 keeps the high byte, ``yuv422`` is UYVY, Bayer patterns are demosaiced).
-``sensor_msgs/msg/CompressedImage`` is decoded with ``cv2.imdecode`` (JPEG, PNG, ...). A
-message whose payload does not match its header raises :class:`ImageDecodeError` (the caller
-skips and counts it); an unsupported encoding raises
-:class:`~posenet_train.sfm.errors.SfmError` (every frame would fail).
+``sensor_msgs/msg/CompressedImage`` (JPEG or PNG, as image_transport writes them) is decoded by
+the same module. A message whose payload does not match its header raises
+:class:`ImageDecodeError` (the caller skips and counts it); an unsupported encoding or
+compressed format raises :class:`~posenet_train.sfm.errors.SfmError` (every frame would fail).
 
 TF: :class:`TransformBuffer` collects ``/tf`` and ``/tf_static`` and looks up the transform
 between two frames at many times at once (dynamic links interpolated, never extrapolated).
@@ -25,12 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from posenet_core.errors import ImageDecodeError as FrameDecodeError
 from posenet_core.geometry import quat_normalize, quat_to_matrix
-from posenet_core.image_codec import RECORDED_ENCODINGS, image_msg_to_rgb
+from posenet_core.image_codec import (
+    RECORDED_ENCODINGS,
+    compressed_format_problem,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+)
 from posenet_train.sfm.align import interpolate_poses
 from posenet_train.sfm.errors import SfmError
 
@@ -92,24 +96,19 @@ def decode_image(msg) -> np.ndarray:
 
 
 def decode_compressed_image(msg) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` of a ``sensor_msgs/msg/CompressedImage`` (JPEG, PNG, ...).
+    """RGB uint8 ``(H, W, 3)`` of a ``sensor_msgs/msg/CompressedImage`` (JPEG or PNG), by
+    :func:`posenet_core.image_codec.decode_compressed`, the node's decoder.
 
-    Raises SfmError for compressed depth images; ImageDecodeError for data OpenCV cannot decode.
+    Raises SfmError for a format it cannot read (compressed depth images, neither JPEG nor PNG);
+    ImageDecodeError for data OpenCV cannot decode.
     """
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
-        raise SfmError(
-            f"compressed depth images ({fmt!r}) cannot be used for structure from motion"
-        )
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if data.size == 0:
-        raise ImageDecodeError("compressed image with no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageDecodeError(
-            f"OpenCV cannot decode the compressed image ({data.size} bytes, format {fmt!r})"
-        )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    problem = compressed_format_problem(str(msg.format))
+    if problem:
+        raise SfmError(problem)
+    try:
+        return compressed_msg_to_rgb(msg, _MAX_PIXELS)
+    except FrameDecodeError as exc:  # the library's type: a frame error of the labeller here
+        raise ImageDecodeError(str(exc)) from exc
 
 
 def is_rosbag(path: Path) -> bool:
