@@ -2,11 +2,12 @@
 
 Library code raises these (never bare ``ValueError``/``RuntimeError``) so the node can tell a bad
 frame or a bad model file from a programming error, log one clear message and keep running.
-The base class and the types the trainer shares (pose, preprocessing, model file) come from
-``posenet_core.errors``; this module adds what only the node raises.
+The base class and the types the trainer shares (pose, image messages, preprocessing, model
+file) come from ``posenet_core.errors``; this module adds what only the node raises.
 """
 
 from posenet_core.errors import (
+    ImageDecodeError,
     InvalidPoseError,
     ModelFileError,
     PoseNetError,
@@ -21,10 +22,6 @@ __all__ = [
     "PoseNetError",
     "PreprocessError",
 ]
-
-
-class ImageDecodeError(PoseNetError):
-    """An image message cannot be turned into an RGB array (bad encoding, size, data...)."""
 
 
 class BackendError(PoseNetError):

@@ -49,6 +49,7 @@ from posenet_core.covariance import (
 )
 from posenet_core.features import FeatureError, create_detector
 from posenet_core.geometry import pose_to_matrix
+from posenet_core.image_codec import DEFAULT_MAX_PIXELS
 from posenet_core.mapfile import MapFileError, check_compatible, read_map
 from posenet_core.refine import RefineError, RefinementResult, Refiner
 from posenet_ros.backends import BACKEND_CHOICES
@@ -62,7 +63,6 @@ from posenet_ros.errors import (
 )
 from posenet_ros.frame_worker import LatestFrameWorker
 from posenet_ros.gating import GateConfig, GateDecision, PoseGate
-from posenet_ros.image_codec import DEFAULT_MAX_PIXELS
 from posenet_ros.msg import PoseEstimate
 from posenet_ros.pipeline import Relocalizer, pose_covariance
 from posenet_ros.refine_stage import (

@@ -16,10 +16,10 @@ import numpy as np
 from posenet_core.contract import ModelInfo
 from posenet_core.covariance import covariance_6x6_from_log_variance
 from posenet_core.geometry import normalize_quat_wxyz, validate_position
+from posenet_core.image_codec import DEFAULT_MAX_PIXELS, compressed_msg_to_rgb, image_msg_to_rgb
 from posenet_core.preprocess import preprocess
 from posenet_ros.backends import create_backend
 from posenet_ros.errors import BackendError
-from posenet_ros.image_codec import DEFAULT_MAX_PIXELS, compressed_msg_to_rgb, image_msg_to_rgb
 from posenet_ros.model_file import load_model_info
 
 # A trained network outputs a quaternion whose norm is close to 1 (the export normalises it);

@@ -36,9 +36,9 @@ from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CameraInfo, Image
 
 from posenet_core.datasets import SPLITS, CameraIntrinsics, PoseRecord, read_dataset
+from posenet_core.image_codec import rgb_to_image_fields
 from posenet_core.images import read_rgb
 from posenet_ros.errors import PoseNetError
-from posenet_ros.image_codec import rgb_to_image_fields
 from posenet_ros.playback import FramePrefetcher, PlaybackItem, loop_period_s
 from posenet_ros.ros_common import (
     CAMERA_QOS,

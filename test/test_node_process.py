@@ -20,7 +20,7 @@ from tf2_msgs.msg import TFMessage
 
 from posenet_core.covariance import extrinsic_from_parameters
 from posenet_core.geometry import pose_to_matrix, quat_wxyz_to_matrix
-from posenet_ros.image_codec import rgb_to_image_fields
+from posenet_core.image_codec import rgb_to_image_fields
 from posenet_ros.msg import PoseEstimate
 
 from covariance_reference import numerical_base_covariance

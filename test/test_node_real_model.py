@@ -14,7 +14,7 @@ from test_node_process import Harness, image_msg
 pytest.importorskip("torch")
 pytest.importorskip("posenet_train")
 
-from posenet_ros.image_codec import image_msg_to_rgb  # noqa: E402
+from posenet_core.image_codec import image_msg_to_rgb  # noqa: E402
 
 
 @pytest.fixture(scope="module")

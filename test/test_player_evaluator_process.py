@@ -26,7 +26,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
-from posenet_ros.image_codec import image_msg_to_rgb
+from posenet_core.image_codec import image_msg_to_rgb
 from posenet_ros.player_node import large_image_hint
 
 import ros_harness

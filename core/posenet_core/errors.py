@@ -14,6 +14,7 @@ __all__ = [
     "CalibrationDataError",
     "DatasetError",
     "EvaluationError",
+    "ImageDecodeError",
     "InvalidPoseError",
     "ModelFileError",
     "PoseNetError",
@@ -35,6 +36,10 @@ class DatasetError(PoseNetError):
 
 class ModelFileError(PoseNetError):
     """The model file is missing, not ONNX, or breaks the metadata contract."""
+
+
+class ImageDecodeError(PoseNetError):
+    """An image message cannot be turned into an RGB array (bad encoding, size, data...)."""
 
 
 class PreprocessError(PoseNetError):

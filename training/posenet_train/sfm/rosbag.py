@@ -6,13 +6,14 @@ the ROS 2 Jazzy type store (the definitions of the types read here are the same 
 Times are the messages' header stamps in seconds (the sensor's capture time, which is what
 odometry and TF are stamped with); a zero header stamp falls back to the bag's receive time.
 
-Images (``sensor_msgs/msg/Image``) are converted to RGB uint8 with numpy and OpenCV, without
-cv_bridge, for the encodings in :data:`SUPPORTED_ENCODINGS` (the same conventions as the node's
-``posenet_ros/image_codec.py``: ``8UC3`` is BGR, ``8UC1`` mono, 16-bit keeps the high byte,
-``yuv422`` is UYVY, Bayer patterns are demosaiced). ``sensor_msgs/msg/CompressedImage`` is decoded
-with ``cv2.imdecode`` (JPEG, PNG, ...). A message whose payload does not match its header raises
-:class:`ImageDecodeError` (the caller skips and counts it); an unsupported encoding raises
-:class:`~posenet_train.sfm.errors.SfmError` (every frame would fail).
+Images (``sensor_msgs/msg/Image``) are converted to RGB uint8 by the node's decoder,
+:mod:`posenet_core.image_codec` (numpy and OpenCV, without cv_bridge), for the encodings in
+:data:`SUPPORTED_ENCODINGS` (its ``RECORDED_ENCODINGS``: ``8UC3`` is BGR, ``8UC1`` mono, 16-bit
+keeps the high byte, ``yuv422`` is UYVY, Bayer patterns are demosaiced).
+``sensor_msgs/msg/CompressedImage`` (JPEG or PNG, as image_transport writes them) is decoded by
+the same module. A message whose payload does not match its header raises
+:class:`ImageDecodeError` (the caller skips and counts it); an unsupported encoding or
+compressed format raises :class:`~posenet_train.sfm.errors.SfmError` (every frame would fail).
 
 TF: :class:`TransformBuffer` collects ``/tf`` and ``/tf_static`` and looks up the transform
 between two frames at many times at once (dynamic links interpolated, never extrapolated).
@@ -24,10 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from posenet_core.errors import ImageDecodeError as FrameDecodeError
 from posenet_core.geometry import quat_normalize, quat_to_matrix
+from posenet_core.image_codec import (
+    RECORDED_ENCODINGS,
+    compressed_format_problem,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+)
 from posenet_train.sfm.align import interpolate_poses
 from posenet_train.sfm.errors import SfmError
 
@@ -61,29 +68,7 @@ class ImageDecodeError(SfmError):
     """One image message is malformed (payload size, undecodable compressed data)."""
 
 
-# encoding -> (channels, dtype, conversion to RGB)
-_ENCODINGS: dict[str, tuple[int, str, int | None]] = {
-    "rgb8": (3, "u1", None),
-    "bgr8": (3, "u1", cv2.COLOR_BGR2RGB),
-    "rgba8": (4, "u1", cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, "u1", cv2.COLOR_BGRA2RGB),
-    "mono8": (1, "u1", cv2.COLOR_GRAY2RGB),
-    "8UC1": (1, "u1", cv2.COLOR_GRAY2RGB),
-    "8UC3": (3, "u1", cv2.COLOR_BGR2RGB),
-    "mono16": (1, "u2", cv2.COLOR_GRAY2RGB),
-    "16UC1": (1, "u2", cv2.COLOR_GRAY2RGB),
-    "rgb16": (3, "u2", None),
-    "bgr16": (3, "u2", cv2.COLOR_BGR2RGB),
-    "bayer_rggb8": (1, "u1", cv2.COLOR_BayerRGGB2RGB),
-    "bayer_bggr8": (1, "u1", cv2.COLOR_BayerBGGR2RGB),
-    "bayer_gbrg8": (1, "u1", cv2.COLOR_BayerGBRG2RGB),
-    "bayer_grbg8": (1, "u1", cv2.COLOR_BayerGRBG2RGB),
-    "yuv422": (2, "u1", cv2.COLOR_YUV2RGB_UYVY),
-    "uyvy": (2, "u1", cv2.COLOR_YUV2RGB_UYVY),
-    "yuyv": (2, "u1", cv2.COLOR_YUV2RGB_YUY2),
-    "yuv422_yuy2": (2, "u1", cv2.COLOR_YUV2RGB_YUY2),
-}
-SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODINGS)
+SUPPORTED_ENCODINGS: tuple[str, ...] = RECORDED_ENCODINGS
 
 
 def stamp_to_seconds(stamp) -> float:
@@ -92,67 +77,38 @@ def stamp_to_seconds(stamp) -> float:
 
 
 def decode_image(msg) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` of a ``sensor_msgs/msg/Image`` (duck-typed on its fields).
+    """RGB uint8 ``(H, W, 3)`` of a ``sensor_msgs/msg/Image`` (duck-typed on its fields), by
+    :func:`posenet_core.image_codec.decode_image`, the node's decoder.
 
     Raises SfmError for an unsupported encoding; ImageDecodeError when the header does not
     describe the payload (zero or huge size, ``step`` too small, data too short).
     """
     encoding = str(msg.encoding)
-    if encoding not in _ENCODINGS:
+    if encoding not in SUPPORTED_ENCODINGS:
         raise SfmError(
             f"image encoding {encoding!r} is not supported; supported: "
             + ", ".join(SUPPORTED_ENCODINGS)
         )
-    channels, dtype, code = _ENCODINGS[encoding]
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0 or height * width > _MAX_PIXELS:
-        raise ImageDecodeError(
-            f"image size {width}x{height} is not allowed (1..{_MAX_PIXELS} pixels)"
-        )
-    itemsize = np.dtype(dtype).itemsize
-    row_bytes = width * channels * itemsize
-    if step < row_bytes:
-        raise ImageDecodeError(
-            f"step {step} is smaller than width * bytes per pixel = {row_bytes} ({encoding})"
-        )
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if data.size < step * height:
-        raise ImageDecodeError(
-            f"image data has {data.size} bytes, but height * step = {height * step}"
-        )
-    rows = data[: step * height].reshape(height, step)[:, :row_bytes]
-    if itemsize == 2:
-        order = ">" if int(msg.is_bigendian) else "<"
-        pixels16 = np.ascontiguousarray(rows).view(order + "u2").reshape(height, width, channels)
-        pixels = (pixels16 >> 8).astype(np.uint8)
-    else:
-        pixels = np.ascontiguousarray(rows).reshape(height, width, channels)
-    if channels == 1:
-        pixels = pixels.reshape(height, width)
-    if code is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(pixels, code)
+    try:
+        return image_msg_to_rgb(msg, _MAX_PIXELS, encodings=SUPPORTED_ENCODINGS)
+    except FrameDecodeError as exc:  # the library's type: a frame error of the labeller here
+        raise ImageDecodeError(str(exc)) from exc
 
 
 def decode_compressed_image(msg) -> np.ndarray:
-    """RGB uint8 ``(H, W, 3)`` of a ``sensor_msgs/msg/CompressedImage`` (JPEG, PNG, ...).
+    """RGB uint8 ``(H, W, 3)`` of a ``sensor_msgs/msg/CompressedImage`` (JPEG or PNG), by
+    :func:`posenet_core.image_codec.decode_compressed`, the node's decoder.
 
-    Raises SfmError for compressed depth images; ImageDecodeError for data OpenCV cannot decode.
+    Raises SfmError for a format it cannot read (compressed depth images, neither JPEG nor PNG);
+    ImageDecodeError for data OpenCV cannot decode.
     """
-    fmt = str(msg.format)
-    if "compresseddepth" in fmt.lower().replace(" ", ""):
-        raise SfmError(
-            f"compressed depth images ({fmt!r}) cannot be used for structure from motion"
-        )
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if data.size == 0:
-        raise ImageDecodeError("compressed image with no data")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ImageDecodeError(
-            f"OpenCV cannot decode the compressed image ({data.size} bytes, format {fmt!r})"
-        )
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    problem = compressed_format_problem(str(msg.format))
+    if problem:
+        raise SfmError(problem)
+    try:
+        return compressed_msg_to_rgb(msg, _MAX_PIXELS)
+    except FrameDecodeError as exc:  # the library's type: a frame error of the labeller here
+        raise ImageDecodeError(str(exc)) from exc
 
 
 def is_rosbag(path: Path) -> bool:

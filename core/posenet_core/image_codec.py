@@ -1,8 +1,13 @@
 """sensor_msgs/Image and CompressedImage payloads -> numpy RGB, with numpy and OpenCV only.
 
+The one decoder of raw image messages: the node decodes its camera topic with it, the SfM
+labeller (``posenet_train.sfm.rosbag``) the raw images of a recorded bag, so both read an encoding
+the same way.
+
 cv_bridge is deliberately not used: the PyPI copy is ROS 1's and breaks on numpy 2, and ROS 2's
 is not installable everywhere the node runs. Every function here is duck-typed on the message
-fields, so nothing in this module imports rclpy.
+fields, so nothing in this module imports rclpy. OpenCV (``opencv-python-headless``) is imported
+inside the functions, so importing ``posenet_core`` does not need it.
 
 Encodings (``SUPPORTED_ENCODINGS``), all returned as H x W x 3 uint8 RGB:
 
@@ -15,6 +20,12 @@ Encodings (``SUPPORTED_ENCODINGS``), all returned as H x W x 3 uint8 RGB:
   ``yuyv`` (Y0 U0 Y1 V0) is also accepted as ``yuv422_yuy2``. Both are converted with OpenCV's
   BT.601 limited-range ("video range") conversion, the same one cv_bridge uses.
 
+:func:`decode_image` reads these unless it is given ``encodings``; ``RECORDED_ENCODINGS`` adds
+what recorded bags also hold, for the SfM labeller: ``16UC1`` (as ``mono16``), ``rgb16`` and
+``bgr16`` (high byte of each channel) and the Bayer patterns ``bayer_rggb8``, ``bayer_bggr8``,
+``bayer_gbrg8``, ``bayer_grbg8`` (demosaiced by OpenCV). The node accepts, and the encoder
+writes, ``SUPPORTED_ENCODINGS`` only.
+
 ``step`` row padding is honoured (bytes past ``width * bytes_per_pixel`` in each row are
 ignored). Size checks happen on the header fields before the payload is touched, so a header that
 claims a huge image is rejected in microseconds whatever its data.
@@ -22,12 +33,25 @@ claims a huge image is rejected in microseconds whatever its data.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-import cv2
 import numpy as np
 
-from posenet_ros.errors import ImageDecodeError
+from posenet_core.errors import ImageDecodeError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "RECORDED_ENCODINGS",
+    "SUPPORTED_ENCODINGS",
+    "compressed_format_problem",
+    "compressed_msg_to_rgb",
+    "decode_compressed",
+    "decode_image",
+    "image_msg_to_rgb",
+    "rgb_to_compressed_fields",
+    "rgb_to_image_fields",
+]
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -49,15 +73,36 @@ _ENCODING_SPECS: dict[str, tuple[int, str]] = {
 
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_ENCODING_SPECS)
 
-_TO_RGB_CODES = {
-    "bgr": cv2.COLOR_BGR2RGB,
-    "rgba": cv2.COLOR_RGBA2RGB,
-    "bgra": cv2.COLOR_BGRA2RGB,
-    "mono8": cv2.COLOR_GRAY2RGB,
-    "mono16": cv2.COLOR_GRAY2RGB,
-    "uyvy": cv2.COLOR_YUV2RGB_UYVY,
-    "yuyv": cv2.COLOR_YUV2RGB_YUY2,
+# ... and what recorded bags also hold: decoded when asked for (RECORDED_ENCODINGS), not encoded.
+_RECORDED_SPECS: dict[str, tuple[int, str]] = {
+    **_ENCODING_SPECS,
+    "16UC1": (2, "mono16"),
+    "rgb16": (6, "rgb16"),
+    "bgr16": (6, "bgr16"),
+    "bayer_rggb8": (1, "bayer_rggb"),
+    "bayer_bggr8": (1, "bayer_bggr"),
+    "bayer_gbrg8": (1, "bayer_gbrg"),
+    "bayer_grbg8": (1, "bayer_grbg"),
 }
+
+RECORDED_ENCODINGS: tuple[str, ...] = tuple(_RECORDED_SPECS)
+
+# kind -> name of OpenCV's conversion to RGB (none for rgb and rgb16: already RGB).
+_TO_RGB_CODES = {
+    "bgr": "COLOR_BGR2RGB",
+    "rgba": "COLOR_RGBA2RGB",
+    "bgra": "COLOR_BGRA2RGB",
+    "mono8": "COLOR_GRAY2RGB",
+    "mono16": "COLOR_GRAY2RGB",
+    "uyvy": "COLOR_YUV2RGB_UYVY",
+    "yuyv": "COLOR_YUV2RGB_YUY2",
+    "bgr16": "COLOR_BGR2RGB",
+    "bayer_rggb": "COLOR_BayerRGGB2RGB",
+    "bayer_bggr": "COLOR_BayerBGGR2RGB",
+    "bayer_gbrg": "COLOR_BayerGBRG2RGB",
+    "bayer_grbg": "COLOR_BayerGRBG2RGB",
+}
+_SIXTEEN_BIT_KINDS = frozenset({"mono16", "rgb16", "bgr16"})
 
 _COMPRESSED_KINDS = ("jpeg", "jpg", "png")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -102,7 +147,7 @@ def _check_pixel_count(height: int, width: int, max_pixels: int) -> None:
     if n_pixels > max_pixels:
         raise ImageDecodeError(
             f"image size {width}x{height} ({n_pixels} pixels) exceeds the limit of "
-            f"{max_pixels} pixels (max_pixels)"
+            f"{max_pixels} pixels (max_pixels); larger images are not allowed"
         )
 
 
@@ -114,22 +159,26 @@ def decode_image(
     is_bigendian: bool | int,
     data: Any,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    encodings: Collection[str] = SUPPORTED_ENCODINGS,
 ) -> np.ndarray:
     """Decode the fields of a sensor_msgs/Image into an H x W x 3 uint8 RGB array.
 
     ``data`` may be bytes, bytearray, memoryview, ``array.array('B')`` or a numpy uint8 array.
     The result is C-contiguous. For ``rgb8`` without row padding it is a zero-copy view of
     ``data`` (read-only when ``data`` is immutable): copy it before writing into it.
+    ``encodings`` are the ones accepted: :data:`SUPPORTED_ENCODINGS` (the node's) or any of
+    :data:`RECORDED_ENCODINGS`.
 
-    Raises ImageDecodeError, naming the bad value and what is allowed, for an unknown encoding,
-    a non-positive height or width, more than ``max_pixels`` pixels, an odd width for the 4:2:2
-    YUV encodings, ``step < width * bytes_per_pixel`` and ``len(data) < height * step``. All but
-    the last are checked before the payload is looked at.
+    Raises ImageDecodeError, naming the bad value and what is allowed, for an encoding not in
+    ``encodings``, a non-positive height or width, more than ``max_pixels`` pixels, an odd width
+    for the 4:2:2 YUV encodings, ``step < width * bytes_per_pixel`` and
+    ``len(data) < height * step``. All but the last are checked before the payload is looked at.
     """
-    spec = _ENCODING_SPECS.get(encoding)
+    spec = _RECORDED_SPECS.get(encoding) if encoding in encodings else None
     if spec is None:
         raise ImageDecodeError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(encodings)}"
         )
     bytes_per_pixel, kind = spec
     height = _as_int(height, "height")
@@ -137,7 +186,7 @@ def decode_image(
     step = _as_int(step, "step")
     if height <= 0 or width <= 0:
         raise ImageDecodeError(
-            f"image size {width}x{height} (width x height) is empty; both must be positive"
+            f"image size {width}x{height} (width x height) is not allowed: both must be positive"
         )
     _check_pixel_count(height, width, max_pixels)
     if kind in ("uyvy", "yuyv") and width % 2:
@@ -154,24 +203,25 @@ def decode_image(
     needed = height * step
     if buffer.size < needed:
         raise ImageDecodeError(
-            f"image data has {buffer.size} bytes but height * step = {height} * {step} = "
+            f"image data has {buffer.size} bytes, but height * step = {height} * {step} = "
             f"{needed} bytes are needed"
         )
     # (height, step) view, then drop the row padding: still a view, rows `step` bytes apart.
     rows = buffer[:needed].reshape(height, step)[:, :row_bytes]
-
-    if kind == "rgb":
-        return np.ascontiguousarray(rows.reshape(height, width, 3))
-    if kind == "mono8":
-        pixels = rows
-    elif kind == "mono16":
+    if kind in _SIXTEEN_BIT_KINDS:
         # The high byte of each 16-bit value: byte 0 of the pair in big-endian data, 1 otherwise.
-        pixels = np.ascontiguousarray(
-            rows.reshape(height, width, 2)[:, :, 0 if is_bigendian else 1]
+        row_bytes //= 2
+        rows = np.ascontiguousarray(
+            rows.reshape(height, row_bytes, 2)[:, :, 0 if is_bigendian else 1]
         )
-    else:
-        pixels = rows.reshape(height, width, row_bytes // width)
-    return cv2.cvtColor(pixels, _TO_RGB_CODES[kind])
+    channels = row_bytes // width
+    pixels = rows if channels == 1 else rows.reshape(height, width, channels)
+    code = _TO_RGB_CODES.get(kind)
+    if code is None:  # already RGB
+        return np.ascontiguousarray(pixels)
+    import cv2
+
+    return cv2.cvtColor(pixels, getattr(cv2, code))
 
 
 def _peek_compressed_size(buffer: np.ndarray) -> tuple[int, int] | None:
@@ -208,6 +258,24 @@ def _peek_compressed_size(buffer: np.ndarray) -> tuple[int, int] | None:
     return None
 
 
+def compressed_format_problem(fmt: str) -> str:
+    """What is wrong with ``CompressedImage.format`` for :func:`decode_compressed` ("" when it
+    can be decoded): a depth image (``compressedDepth``), or no ``jpeg``, ``jpg`` or ``png`` in
+    it. The same for every message of a topic, so a caller may treat it as fatal."""
+    fmt_lower = fmt.lower() if isinstance(fmt, str) else ""
+    if "compresseddepth" in fmt_lower:
+        return (
+            f"CompressedImage format {fmt!r} is a depth image (compressedDepth); "
+            "a colour or mono image compressed as JPEG or PNG is needed"
+        )
+    if not any(kind in fmt_lower for kind in _COMPRESSED_KINDS):
+        return (
+            f"unsupported CompressedImage format {fmt!r}; supported: formats containing "
+            "'jpeg', 'jpg' or 'png' (e.g. 'jpeg', 'rgb8; jpeg compressed bgr8')"
+        )
+    return ""
+
+
 def decode_compressed(fmt: str, data: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a sensor_msgs/CompressedImage payload (JPEG or PNG) into H x W x 3 uint8 RGB.
 
@@ -222,17 +290,11 @@ def decode_compressed(fmt: str, data: Any, max_pixels: int = DEFAULT_MAX_PIXELS)
     decoded size again after. Raises ImageDecodeError for an unsupported format, empty data or
     data that does not decode.
     """
-    fmt_lower = fmt.lower() if isinstance(fmt, str) else ""
-    if "compresseddepth" in fmt_lower:
-        raise ImageDecodeError(
-            f"CompressedImage format {fmt!r} is a depth image (compressedDepth); "
-            "this node needs a colour or mono image compressed as JPEG or PNG"
-        )
-    if not any(kind in fmt_lower for kind in _COMPRESSED_KINDS):
-        raise ImageDecodeError(
-            f"unsupported CompressedImage format {fmt!r}; supported: formats containing "
-            "'jpeg', 'jpg' or 'png' (e.g. 'jpeg', 'rgb8; jpeg compressed bgr8')"
-        )
+    import cv2
+
+    problem = compressed_format_problem(fmt)
+    if problem:
+        raise ImageDecodeError(problem)
     buffer = _as_uint8_buffer(data)
     if buffer.size == 0:
         raise ImageDecodeError(f"CompressedImage ({fmt!r}) has no data (0 bytes)")
@@ -247,17 +309,29 @@ def decode_compressed(fmt: str, data: Any, max_pixels: int = DEFAULT_MAX_PIXELS)
         ) from exc
     if bgr is None:
         raise ImageDecodeError(
-            f"CompressedImage ({fmt!r}, {buffer.size} bytes) does not decode as JPEG/PNG "
-            "(corrupt or truncated data)"
+            f"CompressedImage ({fmt!r}, {buffer.size} bytes) does not decode as JPEG/PNG: "
+            "OpenCV cannot decode it (corrupt or truncated data)"
         )
     _check_pixel_count(bgr.shape[0], bgr.shape[1], max_pixels)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def image_msg_to_rgb(msg: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_msg_to_rgb(
+    msg: Any,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    encodings: Collection[str] = SUPPORTED_ENCODINGS,
+) -> np.ndarray:
     """``decode_image`` on a sensor_msgs/Image (or anything with the same attributes)."""
     return decode_image(
-        msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data, max_pixels
+        msg.encoding,
+        msg.height,
+        msg.width,
+        msg.step,
+        msg.is_bigendian,
+        msg.data,
+        max_pixels,
+        encodings=encodings,
     )
 
 
@@ -288,6 +362,8 @@ def rgb_to_image_fields(
     ``is_bigendian`` matters only for ``mono16``; ``row_padding`` adds that many zero bytes to
     each row (``step = width * bytes_per_pixel + row_padding``) to exercise stride handling.
     """
+    import cv2
+
     rgb_HWC = _check_rgb_image(rgb_HWC)
     spec = _ENCODING_SPECS.get(encoding)
     if spec is None:
@@ -340,6 +416,8 @@ def rgb_to_compressed_fields(
     ``codec`` is ``"jpeg"`` or ``"png"``; ``format`` is written the way image_transport's
     compressed publisher writes it (``"rgb8; jpeg compressed bgr8"``).
     """
+    import cv2
+
     rgb_HWC = _check_rgb_image(rgb_HWC)
     if codec not in ("jpeg", "png"):
         raise ImageDecodeError(f"unsupported codec {codec!r}; supported: 'jpeg', 'png'")

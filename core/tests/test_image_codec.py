@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from posenet_ros.errors import ImageDecodeError
-from posenet_ros.image_codec import (
+from posenet_core.errors import ImageDecodeError
+from posenet_core.image_codec import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     compressed_msg_to_rgb,
