@@ -313,3 +313,19 @@ def test_intrinsics_of_a_subset_come_from_its_source(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pan/tilt up to +-0.1 of the field of view" in err
     assert "(subset.json's source)" in err
+
+
+def test_a_run_from_before_the_augmentation_resumes_without_it(dataset, tmp_path, capsys):
+    """A checkpoint whose config has no jitter keys was trained without jitter: resuming it
+    (with the new defaults) must not switch the augmentation on half way."""
+    out = tmp_path / "run"
+    main(dataset, out, epochs=1, view_jitter=0.0, roll_jitter_deg=0.0, **TINY)
+    raw = torch.load(out / "last.pt", weights_only=True)
+    for key in ("view_jitter", "roll_jitter_deg"):
+        del raw["extra"]["config"][key]
+    torch.save(raw, out / "last.pt")
+    capsys.readouterr()
+    main(dataset, out, epochs=2, resume="auto", **TINY)
+    assert "view jitter: off" in capsys.readouterr().err
+    config = load_checkpoint(out / "last.pt")["extra"]["config"]
+    assert (config["view_jitter"], config["roll_jitter_deg"]) == (0.0, 0.0)
