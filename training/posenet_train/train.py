@@ -20,8 +20,9 @@ batch 16 for 30 epochs. The derived schedule is printed at the start.
 Training images are augmented by a random turn of the camera about its centre
 (:mod:`posenet_train.view_jitter`; ``--view-jitter`` pan/tilt as a fraction of the field of view,
 with the dataset's intrinsics, and ``--roll-jitter-deg``): the image is warped by the rotation's
-homography and the label turned with it, exactly. By default it is on when every block trains
-and off with ``--frozen-blocks`` (whose trunk output is then computed once per image and cached).
+homography and the label turned with it, exactly. Off by default (it helps a narrow-FOV object
+set and costs a wide forward drive its rotation accuracy: BENCHMARKS.md); with
+``--frozen-blocks`` any jitter means the trunk's output is computed every step instead of cached.
 Validation and evaluation never see it.
 
 What ends up in ``--output``:
@@ -99,8 +100,6 @@ from posenet_train.view_jitter import (
 __all__ = [
     "AUTO_BATCH_MAX",
     "AUTO_BATCH_MIN",
-    "AUTO_ROLL_JITTER_DEG",
-    "AUTO_VIEW_JITTER",
     "DEFAULTS",
     "LR_SCHEDULES",
     "OPTIMIZERS",
@@ -133,10 +132,10 @@ DEFAULTS: dict[str, Any] = {
     "loss_norm": None,
     "color_jitter": 0.0,
     "max_shift": None,
-    # None: AUTO_VIEW_JITTER / AUTO_ROLL_JITTER_DEG when every block trains, else 0 (a frozen
-    # trunk's output is cached for fixed inputs); see _resolve_view_jitter.
-    "view_jitter": None,
-    "roll_jitter_deg": None,
+    # Off by default: it helps a narrow-FOV object set (dino40) and costs a wide forward drive
+    # its rotation accuracy (BENCHMARKS.md, "A label-exact view augmentation").
+    "view_jitter": 0.0,
+    "roll_jitter_deg": 0.0,
     "resize": None,  # derived from the dataset's image sizes: see _resolve_input_geometry
     "crop": None,
     "seed": 0,
@@ -162,11 +161,6 @@ _RESUME_OVERRIDABLE = ("epochs", "steps", "val_every", *_PER_INVOCATION)
 #: with) and at least this (smaller batches make batch-norm statistics too noisy).
 AUTO_BATCH_MAX = 16
 AUTO_BATCH_MIN = 4
-#: The view augmentation a run gets when --view-jitter / --roll-jitter-deg are not given and
-#: no block is frozen (:mod:`posenet_train.view_jitter`): pan/tilt as a fraction of the field of
-#: view, roll in degrees.
-AUTO_VIEW_JITTER = 0.1
-AUTO_ROLL_JITTER_DEG = 10.0
 #: Validations in a run whose --val-every is not given (a 300-epoch run of a small set must not
 #: spend its time validating every epoch).
 VALIDATIONS_PER_RUN = 30
@@ -738,7 +732,8 @@ def _train(
             cfg["steps"] = cfg["min_epochs"] = None
         if requested["batch_size"] is not None:
             cfg["min_steps_per_epoch"] = None
-        _resolve_view_jitter(cfg)
+    cfg["view_jitter"] = float(cfg["view_jitter"])
+    cfg["roll_jitter_deg"] = float(cfg["roll_jitter_deg"])
     _check_options(cfg)
 
     if cfg["threads"] is not None:
@@ -1082,20 +1077,6 @@ def _can_cache_trunk(cfg: dict[str, Any]) -> bool:
     )
 
 
-def _resolve_view_jitter(cfg: dict[str, Any]) -> None:
-    """Fill a new run's view augmentation left at None ("auto"): :data:`AUTO_VIEW_JITTER` /
-    :data:`AUTO_ROLL_JITTER_DEG` when every block trains, 0 with a frozen trunk (whose output
-    is then cached for fixed inputs, which any jitter would prevent). The resolved numbers are
-    what the checkpoint records, so a resumed run keeps them."""
-    frozen = bool(cfg["frozen_blocks"])
-    if cfg["view_jitter"] is None:
-        cfg["view_jitter"] = 0.0 if frozen else AUTO_VIEW_JITTER
-    if cfg["roll_jitter_deg"] is None:
-        cfg["roll_jitter_deg"] = 0.0 if frozen else AUTO_ROLL_JITTER_DEG
-    cfg["view_jitter"] = float(cfg["view_jitter"])
-    cfg["roll_jitter_deg"] = float(cfg["roll_jitter_deg"])
-
-
 def _find_camera(dataset: str, records: Sequence[Any]) -> tuple[Any, str] | None:
     """The dataset's intrinsics and where they came from, or None: the dataset's own
     (:func:`posenet_core.datasets.find_intrinsics`), else those of the set a
@@ -1379,16 +1360,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="training only: turn the camera about its centre by a random pan and tilt up to "
         "FRACTION of the field of view (needs the dataset's intrinsics), warping the image and "
-        f"rotating the label exactly; in [0, {MAX_VIEW_FRACTION}] (default: {AUTO_VIEW_JITTER} "
-        "when no block is frozen, else 0 so the frozen trunk's output can be cached)",
+        f"rotating the label exactly; in [0, {MAX_VIEW_FRACTION}] (default 0: off; 0.1 with "
+        "--roll-jitter-deg 10 helped a 40-image object set, and cost a wide-camera drive its "
+        "rotation accuracy; any jitter stops --frozen-blocks caching the trunk's output)",
     )
     p.add_argument(
         "--roll-jitter-deg",
         type=non_negative_float,
         metavar="DEG",
         help="training only: random roll about the optical axis up to DEG degrees, image and "
-        f"label together; in [0, {MAX_ROLL_DEG:g}] (default: {AUTO_ROLL_JITTER_DEG:g} when no "
-        "block is frozen, else 0)",
+        f"label together; in [0, {MAX_ROLL_DEG:g}] (default 0: off)",
     )
     p.add_argument(
         "--resize",

@@ -17,13 +17,7 @@ from posenet_core.geometry import quat_to_matrix
 from posenet_train.checkpoint import load_checkpoint
 from posenet_train.data import PoseDataset
 from posenet_train.errors import PoseNetTrainError
-from posenet_train.train import (
-    AUTO_ROLL_JITTER_DEG,
-    AUTO_VIEW_JITTER,
-    build_parser,
-    cli,
-    main,
-)
+from posenet_train.train import build_parser, cli, main
 from posenet_train.view_jitter import (
     ViewJitter,
     jitter_rotation,
@@ -265,13 +259,13 @@ def test_out_of_range_flags_are_reported_by_the_cli(dataset, tmp_path, capsys, a
 @pytest.mark.parametrize(
     ("given", "frozen_blocks", "expected", "cached"),
     [
-        ({}, 0, (AUTO_VIEW_JITTER, AUTO_ROLL_JITTER_DEG), False),
-        ({}, 1, (0.0, 0.0), True),  # auto keeps the frozen trunk's cache
-        ({"view_jitter": 0.0, "roll_jitter_deg": 0.0}, 0, (0.0, 0.0), False),
+        ({}, 0, (0.0, 0.0), False),  # off by default
+        ({}, 1, (0.0, 0.0), True),  # so the frozen trunk's output stays cached
+        ({"view_jitter": 0.1, "roll_jitter_deg": 10.0}, 0, (0.1, 10.0), False),
         ({"roll_jitter_deg": 5.0}, 1, (0.0, 5.0), False),  # asked for: computed every step
     ],
 )
-def test_defaults_are_resolved_recorded_and_kept_on_resume(
+def test_ranges_are_recorded_and_kept_on_resume(
     dataset, tmp_path, capsys, given, frozen_blocks, expected, cached
 ):
     out = tmp_path / "run"
