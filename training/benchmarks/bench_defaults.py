@@ -19,7 +19,8 @@ Each set trains with the defaults (``posenet_train.train`` with only ``--frozen-
 (``last.pt``) and nearest-neighbour retrieval are evaluated on the test split; one row per set:
 the derived input and schedule, the time, the medians, and the ratio retrieval / PoseNet.
 ``--resize``/``--crop`` (with a ``--tag`` for the run folders) replace the derived input, to
-compare input sizes.
+compare input sizes; ``--view-jitter``, ``--roll-jitter-deg``, ``--color-jitter`` and ``--loss``
+replace the trainer's augmentation and loss defaults, to compare them.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def run_set(name: str, workdir: Path, dino: Path, train_options: dict, tag: str 
     nn = evaluate(dataset, run / "eval_nn", baseline="nn", progress=False)
     row = {
         "set": name + tag,
+        "jitter": f"view {config.get('view_jitter', 0.0):g} of the FOV,"
+        f" roll {config.get('roll_jitter_deg', 0.0):g} deg",
         "train_images": len(load_split(dataset, "train")),
         "test_images": model["count"] if "count" in model else None,
         "input": f"{config['crop'][0]}x{config['crop'][1]} (resize {config['resize']})",
@@ -123,6 +126,14 @@ def cli() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     parser.add_argument("--resize", type=int, help="instead of the derived input (comparisons)")
     parser.add_argument("--crop", help="instead of the derived input, N or H,W (comparisons)")
+    parser.add_argument(
+        "--view-jitter", type=float, help="pan/tilt FOV fraction (default: the trainer's)"
+    )
+    parser.add_argument(
+        "--roll-jitter-deg", type=float, help="roll range, degrees (default: the trainer's)"
+    )
+    parser.add_argument("--color-jitter", type=float, help="(default: the trainer's)")
+    parser.add_argument("--loss", help="loss name (default: the trainer's)")
     parser.add_argument("--tag", default="", help="suffix of the run folders (comparisons)")
     args = parser.parse_args()
     options = {
@@ -131,6 +142,10 @@ def cli() -> None:
         "threads": args.threads,
         "resize": args.resize,
         "crop": args.crop,
+        "view_jitter": args.view_jitter,
+        "roll_jitter_deg": args.roll_jitter_deg,
+        "color_jitter": args.color_jitter,
+        "loss": args.loss,
     }
     print(
         "| set | train imgs | input (derived) | schedule (derived) | train time | load |"

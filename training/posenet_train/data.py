@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from posenet_core.datasets import PoseRecord
+from posenet_core.datasets import CameraIntrinsics, PoseRecord
 from posenet_core.images import read_rgb
-from posenet_core.preprocess import center_crop, resize_shorter
+from posenet_core.preprocess import center_crop, resize_shorter, resized_shape
 from posenet_train.errors import DatasetError, PoseNetTrainError
 from posenet_train.preprocess import random_crop, to_tensor_chw
+from posenet_train.view_jitter import ViewJitter, scaled_camera_matrix
 
 __all__ = [
     "PoseDataset",
@@ -56,6 +57,11 @@ def color_jitter(
 class PoseDataset(Dataset):
     """Images and poses as tensors for training (random crop) or evaluation (centre crop).
 
+    In training, ``view_jitter`` (when active) first turns the camera by a small random rotation
+    about its centre (:mod:`posenet_train.view_jitter`): the resized image is warped and the
+    returned quat_wxyz is the turned camera's, exactly. Pan and tilt need ``intrinsics`` (the
+    camera of the original images); images whose size does not match them are only rolled.
+
     ``__getitem__`` returns ``(image_CHW float32 0..1 RGB, position_m float32 (3,),
     quat_wxyz float32 (4,))``; the image is not normalised (the model does that).
 
@@ -74,6 +80,8 @@ class PoseDataset(Dataset):
         color_jitter: float = 0.0,
         cache_resized: bool = True,
         max_shift_px: int | None = None,
+        view_jitter: ViewJitter | None = None,
+        intrinsics: CameraIntrinsics | None = None,
     ) -> None:
         if len(records) == 0:
             raise DatasetError("PoseDataset needs at least one record, got none")
@@ -95,6 +103,9 @@ class PoseDataset(Dataset):
         self.crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
         self.train = bool(train)
         self.color_jitter = float(color_jitter)
+        self.view_jitter = view_jitter if view_jitter is not None else ViewJitter()
+        self.intrinsics = intrinsics
+        self._camera_matrices: dict[tuple[int, int], np.ndarray | None] = {}
         self.positions_m = torch.from_numpy(
             np.stack([r.position_m for r in self.records]).astype(np.float32)
         )
@@ -124,16 +135,36 @@ class PoseDataset(Dataset):
         bytes as preprocess.resize_shorter_and_center_crop on the original image."""
         return to_tensor_chw(center_crop(self.resized_image(index), self.crop_hw))
 
+    def camera_matrix(self, resized_hw: tuple[int, int]) -> np.ndarray | None:
+        """K of a resized image of ``resized_hw`` pixels, or None when the intrinsics are unknown
+        or describe another image size or orientation (a resize gives another shape)."""
+        key = (int(resized_hw[0]), int(resized_hw[1]))
+        if key not in self._camera_matrices:
+            k = None
+            intr = self.intrinsics
+            if intr is not None:
+                expected = resized_shape(intr.height, intr.width, self.resize_shorter)
+                if expected == key:
+                    k = scaled_camera_matrix(intr.K, (intr.height, intr.width), key)
+            self._camera_matrices[key] = k
+        return self._camera_matrices[key]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        quat_wxyz = self.quats_wxyz[index]
         if self.train:
             resized = self.resized_image(index)
+            if self.view_jitter.active:
+                resized, turned = self.view_jitter.apply(
+                    resized, quat_wxyz.numpy(), self.camera_matrix(resized.shape[:2])
+                )
+                quat_wxyz = torch.from_numpy(np.asarray(turned, dtype=np.float32))
             image = to_tensor_chw(
                 random_crop(resized, self.crop_hw, max_shift_px=self.max_shift_px)
             )
             image = color_jitter(image, self.color_jitter)
         else:
             image = self.center_crop_image(index)
-        return image, self.positions_m[index], self.quats_wxyz[index]
+        return image, self.positions_m[index], quat_wxyz
 
 
 def position_stats(records: Sequence[PoseRecord]) -> tuple[np.ndarray, float]:

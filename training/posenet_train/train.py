@@ -17,6 +17,14 @@ steps, and at least ``--min-epochs`` (30). 273 training images train at batch 16
 39 at batch 4 for 278 epochs (rather than 150 steps of one 32-image batch per epoch), 4800 at
 batch 16 for 30 epochs. The derived schedule is printed at the start.
 
+Training images are augmented by a random turn of the camera about its centre
+(:mod:`posenet_train.view_jitter`; ``--view-jitter`` pan/tilt as a fraction of the field of view,
+with the dataset's intrinsics, and ``--roll-jitter-deg``): the image is warped by the rotation's
+homography and the label turned with it, exactly. Off by default (it helps a narrow-FOV object
+set and costs a wide forward drive its rotation accuracy: BENCHMARKS.md); with
+``--frozen-blocks`` any jitter means the trunk's output is computed every step instead of cached.
+Validation and evaluation never see it.
+
 What ends up in ``--output``:
 
 * ``last.pt`` after every epoch and ``best.pt`` whenever the validation score improves (both
@@ -82,6 +90,12 @@ from posenet_train.errors import CheckpointError, PoseNetTrainError
 from posenet_train.evaluate import summarize
 from posenet_train.losses import LOSS_NAMES, NORMS, build_loss, multi_head_loss
 from posenet_train.models import MODEL_NAMES, PoseNetModel, build_model, default_pretrained
+from posenet_train.view_jitter import (
+    MAX_ROLL_DEG,
+    MAX_VIEW_FRACTION,
+    ViewJitter,
+    check_jitter,
+)
 
 __all__ = [
     "AUTO_BATCH_MAX",
@@ -118,6 +132,10 @@ DEFAULTS: dict[str, Any] = {
     "loss_norm": None,
     "color_jitter": 0.0,
     "max_shift": None,
+    # Off by default: it helps a narrow-FOV object set (dino40) and costs a wide forward drive
+    # its rotation accuracy (BENCHMARKS.md, "A label-exact view augmentation").
+    "view_jitter": 0.0,
+    "roll_jitter_deg": 0.0,
     "resize": None,  # derived from the dataset's image sizes: see _resolve_input_geometry
     "crop": None,
     "seed": 0,
@@ -311,6 +329,7 @@ def _check_options(cfg: dict[str, Any]) -> None:
         )
     if cfg["max_shift"] is not None and cfg["max_shift"] < 0:
         raise PoseNetTrainError(f"max_shift must be >= 0, got {cfg['max_shift']!r}")
+    check_jitter(float(cfg["view_jitter"]), float(cfg["roll_jitter_deg"]))
     if cfg["max_steps"] is not None and cfg["max_steps"] <= 0:
         raise PoseNetTrainError(f"max_steps must be > 0, got {cfg['max_steps']!r}")
     if cfg["threads"] is not None and cfg["threads"] <= 0:
@@ -579,6 +598,8 @@ def main(
     loss_norm: str | None = None,
     color_jitter: float | None = None,
     max_shift: int | None = None,
+    view_jitter: float | None = None,
+    roll_jitter_deg: float | None = None,
     resize: int | None = None,
     crop: int | str | Sequence[int] | None = None,
     seed: int | None = None,
@@ -643,6 +664,8 @@ def main(
             "loss_norm": loss_norm,
             "color_jitter": color_jitter,
             "max_shift": max_shift,
+            "view_jitter": view_jitter,
+            "roll_jitter_deg": roll_jitter_deg,
             "resize": resize,
             "crop": None if crop is None else _parse_crop(crop),
             "seed": seed,
@@ -686,6 +709,8 @@ def _train(
         cfg = _merge_resumed_config(requested, saved, resume_path)
         # Runs from before these options existed.
         cfg.setdefault("frozen_blocks", 0)
+        cfg.setdefault("view_jitter", 0.0)  # runs from before the view augmentation had none
+        cfg.setdefault("roll_jitter_deg", 0.0)
         for key in ("steps", "min_steps_per_epoch", "min_epochs"):
             cfg.setdefault(key, None)
         cfg["crop"] = tuple(cfg["crop"])
@@ -707,6 +732,8 @@ def _train(
             cfg["steps"] = cfg["min_epochs"] = None
         if requested["batch_size"] is not None:
             cfg["min_steps_per_epoch"] = None
+    cfg["view_jitter"] = float(cfg["view_jitter"])
+    cfg["roll_jitter_deg"] = float(cfg["roll_jitter_deg"])
     _check_options(cfg)
 
     if cfg["threads"] is not None:
@@ -746,6 +773,10 @@ def _train(
         )
     if cfg["val_every"] == 0:
         val_records = []
+    jitter = ViewJitter(float(cfg["view_jitter"]), float(cfg["roll_jitter_deg"]))
+    intrinsics, jitter_note = _view_jitter_camera(cfg["dataset"], train_records, jitter)
+    if ddp.is_main:
+        print(jitter_note, file=sys.stderr, flush=True)
     train_set = PoseDataset(
         train_records,
         resize_shorter=cfg["resize"],
@@ -753,6 +784,8 @@ def _train(
         train=True,
         color_jitter=cfg["color_jitter"],
         max_shift_px=cfg["max_shift"],
+        view_jitter=jitter,
+        intrinsics=intrinsics,
     )
     val_set = None
     if val_records and ddp.is_main:
@@ -834,8 +867,9 @@ def _train(
     elif cfg["frozen_blocks"] and ddp.is_main:
         print(
             f"the frozen trunk's output is computed every step (not cached): the training crops "
-            f"vary (--max-shift {cfg['max_shift']}, --color-jitter {cfg['color_jitter']}); "
-            "--max-shift 0 without --color-jitter makes them fixed",
+            f"vary (--max-shift {cfg['max_shift']}, --color-jitter {cfg['color_jitter']}, "
+            f"--view-jitter {cfg['view_jitter']}, --roll-jitter-deg {cfg['roll_jitter_deg']}); "
+            "--max-shift 0 without the jitters makes them fixed",
             file=sys.stderr,
         )
     if ddp.active:
@@ -1033,8 +1067,68 @@ def _train(
 
 def _can_cache_trunk(cfg: dict[str, Any]) -> bool:
     """Whether every training sample is one fixed crop, so the frozen trunk's output can be
-    computed once: blocks frozen, centre crops only (max shift 0) and no colour jitter."""
-    return cfg["frozen_blocks"] > 0 and cfg["max_shift"] == 0 and cfg["color_jitter"] == 0.0
+    computed once: blocks frozen, centre crops only (max shift 0), no colour or view jitter."""
+    return (
+        cfg["frozen_blocks"] > 0
+        and cfg["max_shift"] == 0
+        and cfg["color_jitter"] == 0.0
+        and cfg["view_jitter"] == 0.0
+        and cfg["roll_jitter_deg"] == 0.0
+    )
+
+
+def _find_camera(dataset: str, records: Sequence[Any]) -> tuple[Any, str] | None:
+    """The dataset's intrinsics and where they came from, or None: the dataset's own
+    (:func:`posenet_core.datasets.find_intrinsics`), else those of the set a
+    ``posenet_train.subset`` folder was cut from (its subset.json names the source)."""
+    from posenet_core.datasets import find_intrinsics
+
+    def image_size() -> tuple[int, int]:
+        height, width = input_geometry.image_size_hw(records[0].image_path)
+        return width, height
+
+    found = find_intrinsics(dataset, image_size)
+    if found is not None:
+        return found
+    _, folder = parse_dataset_spec(dataset)
+    subset_file = Path(folder) / "subset.json"
+    if subset_file.is_file():
+        try:
+            source = json.loads(subset_file.read_text(encoding="utf-8")).get("source")
+        except (OSError, ValueError):
+            return None
+        if source and Path(source).is_dir():
+            found = find_intrinsics(source, image_size)
+            if found is not None:
+                return found[0], f"{found[1]} of {source} (subset.json's source)"
+    return None
+
+
+def _view_jitter_camera(
+    dataset: str, records: Sequence[Any], jitter: ViewJitter
+) -> tuple[Any, str]:
+    """``(intrinsics or None, the line printed at the start)`` for the view augmentation."""
+    if not jitter.active:
+        return None, "view jitter: off"
+    found = _find_camera(dataset, records) if jitter.view_fraction > 0.0 else None
+    head = f"view jitter (training only): roll up to +-{jitter.roll_deg:g} deg"
+    if jitter.view_fraction == 0.0:
+        return None, head + ", no pan/tilt (--view-jitter 0), border replicate"
+    if found is None:
+        return None, (
+            head + f"; pan/tilt up to +-{jitter.view_fraction:g} of the field of view needs the "
+            "camera's intrinsics and none were found (intrinsics.json, dino_par.txt, a COLMAP "
+            "model): roll only, about the image centre"
+        )
+    intr, where = found
+    fov_x = math.degrees(2.0 * math.atan2(intr.width / 2.0, intr.fx))
+    fov_y = math.degrees(2.0 * math.atan2(intr.height / 2.0, intr.fy))
+    return intr, (
+        head + f", pan/tilt up to +-{jitter.view_fraction:g} of the field of view "
+        f"({fov_x:.1f} x {fov_y:.1f} deg, {intr.width}x{intr.height}, from {where}: "
+        f"+-{jitter.view_fraction * fov_x:.2f} / +-{jitter.view_fraction * fov_y:.2f} deg); "
+        "images of another size or orientation only roll; border replicate"
+    )
 
 
 class _TrunkDataset(Dataset):
@@ -1259,6 +1353,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PX",
         help="training crops: at most PX pixels from the centre crop (default: anywhere in the "
         "resized image, as in the PoseNet paper; large shifts act as orientation label noise)",
+    )
+    p.add_argument(
+        "--view-jitter",
+        type=non_negative_float,
+        metavar="FRACTION",
+        help="training only: turn the camera about its centre by a random pan and tilt up to "
+        "FRACTION of the field of view (needs the dataset's intrinsics), warping the image and "
+        f"rotating the label exactly; in [0, {MAX_VIEW_FRACTION}] (default 0: off; 0.1 with "
+        "--roll-jitter-deg 10 helped a 40-image object set, and cost a wide-camera drive its "
+        "rotation accuracy; any jitter stops --frozen-blocks caching the trunk's output)",
+    )
+    p.add_argument(
+        "--roll-jitter-deg",
+        type=non_negative_float,
+        metavar="DEG",
+        help="training only: random roll about the optical axis up to DEG degrees, image and "
+        f"label together; in [0, {MAX_ROLL_DEG:g}] (default 0: off)",
     )
     p.add_argument(
         "--resize",
