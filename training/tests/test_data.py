@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,22 +20,13 @@ from posenet_train.data import (
 )
 from posenet_train.errors import DatasetError, PoseNetTrainError
 
-
-def make_records(folder: Path, count: int = 6, size_hw: tuple[int, int] = (30, 40)) -> list:
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(count):
-        rgb = rng.integers(0, 256, size=(*size_hw, 3), dtype=np.uint8)
-        path = folder / f"img{i}.png"
-        assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        quat = rng.normal(size=4)
-        records.append(PoseRecord(path, rng.normal(size=3), quat / np.linalg.norm(quat)))
-    return records
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_scene import random_records  # noqa: E402
 
 
 @pytest.mark.parametrize("cache_resized", [True, False])
 def test_eval_items_are_the_node_preprocessing(tmp_path: Path, cache_resized: bool) -> None:
-    records = make_records(tmp_path)
+    records = random_records(tmp_path)
     dataset = PoseDataset(
         records, resize_shorter=24, crop_hw=(20, 22), train=False, cache_resized=cache_resized
     )
@@ -51,7 +42,7 @@ def test_eval_items_are_the_node_preprocessing(tmp_path: Path, cache_resized: bo
 
 
 def test_train_items_are_random_crops_and_seeded(tmp_path: Path) -> None:
-    records = make_records(tmp_path, count=2)
+    records = random_records(tmp_path, count=2)
     dataset = PoseDataset(records, resize_shorter=24, crop_hw=(16, 16), train=True)
     resized = dataset.resized_image(0)
     torch.manual_seed(3)
@@ -81,7 +72,7 @@ def test_color_jitter_range_and_identity() -> None:
 
 
 def test_dataloader_with_workers_is_deterministic(tmp_path: Path) -> None:
-    records = make_records(tmp_path, count=6)
+    records = random_records(tmp_path, count=6)
     dataset = PoseDataset(
         records, resize_shorter=24, crop_hw=(16, 16), train=True, color_jitter=0.2
     )
@@ -105,14 +96,14 @@ def test_dataloader_with_workers_is_deterministic(tmp_path: Path) -> None:
     ],
 )
 def test_pose_dataset_bad_arguments(tmp_path: Path, kwargs, error, message) -> None:
-    arguments = {"records": make_records(tmp_path, count=1), "crop_hw": (16, 16), "train": True}
+    arguments = {"records": random_records(tmp_path, count=1), "crop_hw": (16, 16), "train": True}
     arguments.update(kwargs)
     with pytest.raises(error, match=message):
         PoseDataset(**arguments)
 
 
 def test_pose_dataset_names_unreadable_image(tmp_path: Path) -> None:
-    records = make_records(tmp_path, count=2)
+    records = random_records(tmp_path, count=2)
     records[1].image_path.write_bytes(b"broken")
     with pytest.raises(DatasetError, match="img1.png: cannot read image"):
         PoseDataset(records, train=False, resize_shorter=24, crop_hw=(16, 16))

@@ -7,12 +7,11 @@ import math
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from posenet_core.datasets import CameraIntrinsics, PoseRecord
+from posenet_core.datasets import CameraIntrinsics
 from posenet_core.geometry import quat_to_matrix
 from posenet_train.checkpoint import load_checkpoint
 from posenet_train.data import PoseDataset
@@ -28,7 +27,7 @@ from posenet_train.view_jitter import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_scene import CROP, RESIZE, write_tiny_cambridge  # noqa: E402
+from tiny_scene import CROP, RESIZE, random_records, write_tiny_cambridge  # noqa: E402
 
 # dino's camera (dino_par.txt at 640x480), a wide 3:1 one and a square one.
 DINO_K = np.array([[3310.4, 0.0, 316.73], [0.0, 3325.5, 200.55], [0.0, 0.0, 1.0]])
@@ -104,18 +103,6 @@ def test_scaled_camera_matrix_keeps_the_pixel_convention(from_hw, to_hw) -> None
     np.testing.assert_allclose((scaled @ ray_last)[:2], [to_hw[1] - 0.5, to_hw[0] - 0.5])
 
 
-def _records(folder: Path, size_hw: tuple[int, int], count: int = 3) -> list[PoseRecord]:
-    rng = np.random.default_rng(1)
-    records = []
-    for i in range(count):
-        rgb = rng.integers(0, 256, size=(*size_hw, 3), dtype=np.uint8)
-        path = folder / f"img{i}.png"
-        assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        quat = rng.normal(size=4)
-        records.append(PoseRecord(path, rng.normal(size=3), quat / np.linalg.norm(quat)))
-    return records
-
-
 def _intrinsics(width: int, height: int) -> CameraIntrinsics:
     return CameraIntrinsics(width, height, 50.0, 50.0, (width - 1) / 2, (height - 1) / 2)
 
@@ -138,7 +125,7 @@ def test_pan_tilt_only_with_matching_intrinsics(tmp_path, intrinsics_wh, expect_
     """Pan/tilt only (no roll): with intrinsics that do not describe the images nothing may
     change (roll-only fallback, and the roll is 0); with matching ones every item turns, by a
     rotation with no roll component beyond what pan-then-tilt gives, within the range."""
-    records = _records(tmp_path, (30, 40))
+    records = random_records(tmp_path, 3, (30, 40), seed=1)
     intr = None if intrinsics_wh is None else _intrinsics(*intrinsics_wh)
     plain = PoseDataset(records, resize_shorter=24, crop_hw=(24, 32), train=True)
     jittered = PoseDataset(
@@ -167,7 +154,7 @@ def test_pan_tilt_only_with_matching_intrinsics(tmp_path, intrinsics_wh, expect_
 
 
 def test_roll_turns_the_label_about_the_optical_axis(tmp_path):
-    records = _records(tmp_path, (30, 40))
+    records = random_records(tmp_path, 3, (30, 40), seed=1)
     dataset = PoseDataset(
         records,
         resize_shorter=30,
@@ -186,7 +173,7 @@ def test_roll_turns_the_label_about_the_optical_axis(tmp_path):
 
 
 def test_no_view_jitter_at_evaluation(tmp_path):
-    records = _records(tmp_path, (30, 40))
+    records = random_records(tmp_path, 3, (30, 40), seed=1)
     options = {"resize_shorter": 24, "crop_hw": (24, 32), "train": False}
     plain = PoseDataset(records, **options)
     jittered = PoseDataset(

@@ -83,3 +83,21 @@ def train_tiny(root: Path, **options) -> tuple[Path, Path]:
     }
     result = train_main(dataset, Path(root) / "run", **{**defaults, **options})
     return dataset, result["best"]
+
+
+def random_records(
+    folder: Path, count: int = 6, size_hw: tuple[int, int] = (30, 40), seed: int = 0
+) -> list:
+    """``count`` PoseRecords of random-noise PNGs of ``size_hw`` written into ``folder``, with
+    random positions and unit quaternions (for data-pipeline tests: content does not matter)."""
+    from posenet_core.datasets import PoseRecord
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(count):
+        rgb = rng.integers(0, 256, size=(*size_hw, 3), dtype=np.uint8)
+        path = folder / f"img{i}.png"
+        assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        quat = rng.normal(size=4)
+        records.append(PoseRecord(path, rng.normal(size=3), quat / np.linalg.norm(quat)))
+    return records
