@@ -78,6 +78,7 @@ from posenet_train.datasets import load_split, parse_dataset_spec
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 
 __all__ = [
+    "CALIBRATION_IMAGES",
     "INPUT_NAME",
     "OPSET",
     "OUTPUT_NAMES",
@@ -90,6 +91,7 @@ __all__ = [
     "output_names",
     "preprocess_images",
     "recalibrate_uncertainty",
+    "spread_records",
     "write_metadata",
 ]
 
@@ -103,6 +105,8 @@ OPSET = 17
 #: Largest allowed |ONNX Runtime - PyTorch| over the check images.
 TOLERANCE = 1e-4
 _CHECK_IMAGES = 4
+#: Training images in the INT8 calibration set (--calibration-images default).
+CALIBRATION_IMAGES = 64
 
 
 def preprocess_images(
@@ -230,7 +234,7 @@ def recalibrate_uncertainty(
     }
 
 
-def _spread(records: Sequence[PoseRecord], count: int) -> list[PoseRecord]:
+def spread_records(records: Sequence[PoseRecord], count: int) -> list[PoseRecord]:
     """``count`` records spread evenly over ``records`` (all of them if there are fewer)."""
     if count >= len(records):
         return list(records)
@@ -411,7 +415,7 @@ def main(
     output: str | Path,
     *,
     scene_frame: str = "map",
-    calibration_images: int = 64,
+    calibration_images: int = CALIBRATION_IMAGES,
     overwrite: bool = False,
     dataset: str | None = None,
     tolerance: float = TOLERANCE,
@@ -491,7 +495,7 @@ def main(
             check_records = _load_records(str(dataset), "test")
         except DatasetError:
             check_records = _load_records(str(dataset), "train")
-        inputs = preprocess_images(_spread(check_records, _CHECK_IMAGES), resize, input_hw)
+        inputs = preprocess_images(spread_records(check_records, _CHECK_IMAGES), resize, input_hw)
         with replaced_atomically(output) as tmp:
             _export_onnx(model, torch.from_numpy(inputs[:1]), tmp)
             write_metadata(tmp, metadata)
@@ -516,7 +520,7 @@ def main(
         if calib_npy.exists() and calib_json.exists() and not overwrite:
             print(f"{calib_npy} exists: kept (pass --overwrite to write it again)")
         else:
-            chosen = _spread(_load_records(str(dataset), "train"), calibration_images)
+            chosen = spread_records(_load_records(str(dataset), "train"), calibration_images)
             images = preprocess_images(chosen, resize, input_hw)
             buffer = io.BytesIO()
             np.save(buffer, images, allow_pickle=False)
@@ -576,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calibration-images",
         type=non_negative_int,
-        default=64,
+        default=CALIBRATION_IMAGES,
         help="training images in the INT8 calibration set beside the model; 0: none (64)",
     )
     p.add_argument(

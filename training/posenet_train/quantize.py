@@ -489,6 +489,30 @@ def _print_accuracy(accuracy: dict, budget: float) -> None:
     )
 
 
+def _reference_model(reference: Path | None, model: Path, contract: Any, threads: int) -> Path:
+    """The FP32 file that judges the INT8 one: ``reference`` when given (checked to take the
+    same input as ``model``), else ``model``."""
+    if reference is None or reference.resolve() == model.resolve():
+        return model
+    metadata = dict(_session(reference, threads).get_modelmeta().custom_metadata_map)
+    other = read_onnx_contract(metadata, reference)
+    mismatch = [
+        f"{name} {theirs} vs {ours}"
+        for name, theirs, ours in (
+            ("input size", other.input_hw, contract.input_hw),
+            ("resize", other.resize_shorter, contract.resize_shorter),
+        )
+        if theirs != ours
+    ]
+    if mismatch:
+        raise ModelError(
+            f"reference {reference} does not take the input of {model} ({'; '.join(mismatch)}):"
+            " it must be the FP32 file of the same network (e.g. the run --qat-from started from)"
+        )
+    print(f"accuracy is judged against the reference FP32 file {reference}")
+    return reference
+
+
 def _check_arguments(
     quant_format: str,
     method: str,
@@ -553,6 +577,7 @@ def main(
     max_float_layers: int = 16,
     max_float_mac_share: float = 0.25,
     min_speedup: float | None = None,
+    reference: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Quantise the model file ``model`` to INT8 and write ``output`` (default ``.int8.onnx``).
@@ -564,16 +589,22 @@ def main(
     "threads"}`` when measured (else None), ``accuracy`` (None without a dataset) the FP32 and
     INT8 median errors and their increase, ``methods`` the calibration comparison rows,
     ``sensitivity`` the sorted table when it was measured, ``search`` the mixed-precision steps.
-    With ``analyse`` only the table is made (``output`` is None in the result). An existing
-    output is reused (checked, not rewritten) unless ``overwrite``. Raises PoseNetTrainError
-    subclasses (AccuracyBudgetError when the file misses the budget and ``on_excess`` is
-    "refuse"), leaving no partial file.
+    ``reference``: the FP32 file the accuracy budget is measured against instead of ``model``
+    (after quantisation-aware fine-tuning, the file exported from the source run; same input
+    contract). With ``analyse`` only the table is made (``output`` is None in the result). An
+    existing output is reused (checked, not rewritten) unless ``overwrite``. Raises
+    PoseNetTrainError subclasses (AccuracyBudgetError when the file misses the budget and
+    ``on_excess`` is "refuse"), leaving no partial file.
     """
     import onnx  # noqa: F401  (checked early: needed to write the metadata)
 
     from posenet_train import quantize_search as search
 
     model = Path(model)
+    if reference is not None:
+        reference = Path(reference)
+        if reference.suffix != ".onnx" or not reference.is_file():
+            raise ModelError(f"reference {reference} must be an existing .onnx model file")
     _check_arguments(
         quant_format,
         method,
@@ -605,11 +636,12 @@ def main(
     contract = read_onnx_contract(metadata, model)
     calibration = Path(calibration) if calibration else calibration_paths(model)[0]
     images = load_calibration(calibration, contract.input_hw)
+    baseline = _reference_model(reference, model, contract, threads)
 
     dataset_spec, dataset_origin = _resolve_dataset(dataset, use_model_dataset, metadata)
     if dataset_spec is not None:
         checker, label = _split_evaluator(
-            model, contract, dataset_spec, split, max_eval_images, threads
+            baseline, contract, dataset_spec, split, max_eval_images, threads
         )
         print(
             f"accuracy check on {label['images']} of {label['split_images']} {split} images of "
@@ -618,14 +650,14 @@ def main(
         selector, select_label = checker, label
         if select_split not in (None, split):
             selector, select_label = _split_evaluator(
-                model, contract, dataset_spec, select_split, max_eval_images, threads
+                baseline, contract, dataset_spec, select_split, max_eval_images, threads
             )
             print(
                 f"choices (calibration method, layers kept in FP32) made on "
                 f"{select_label['images']} {select_split} images; the check on the {split} split"
             )
     else:
-        checker = selector = search.PoseEvaluator(model, contract, images, None, threads)
+        checker = selector = search.PoseEvaluator(baseline, contract, images, None, threads)
         label = select_label = {}
         print(
             f"WARNING: accuracy against ground truth is not checked ({dataset_origin}); "
@@ -820,6 +852,7 @@ def main(
                     "calibration_images": len(images),
                     "calibration_file": calibration.name,
                     "source_model": model.name,
+                    "reference_model": baseline.name,
                     "float_layers": result["float_layers"],
                     "accuracy": accuracy,
                     "max_error_increase": max_error_increase,
@@ -926,6 +959,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset",
         help="dataset (folder or FORMAT:PATH) whose ground truth judges the accuracy (default: "
         "the one recorded in the model file, when it exists here)",
+    )
+    p.add_argument(
+        "--reference",
+        metavar="FP32.onnx",
+        help="judge the accuracy against this FP32 model file instead of --model: after "
+        "quantisation-aware fine-tuning (posenet_train.train --qat-from), the file exported from"
+        " the source run (same input size and resize)",
     )
     p.add_argument(
         "--no-dataset",

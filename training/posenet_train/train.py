@@ -103,6 +103,8 @@ __all__ = [
     "DEFAULTS",
     "LR_SCHEDULES",
     "OPTIMIZERS",
+    "QAT_LR_FACTOR",
+    "QAT_STEPS",
     "VALIDATIONS_PER_RUN",
     "build_parser",
     "cli",
@@ -152,7 +154,39 @@ DEFAULTS: dict[str, Any] = {
     "threads": None,
     "max_steps": None,
     "device": "auto",
+    "qat_from": None,
 }
+#: Quantisation-aware fine-tuning (``--qat-from``): a short, slow run from trained weights. What
+#: is not given comes from the source run, except these (and ``--frozen-blocks``, 0: every
+#: layer is rounded in the INT8 file, so every layer may adapt to it).
+QAT_STEPS = 500
+QAT_LR_FACTOR = 0.1
+QAT_MIN_EPOCHS = 1
+#: The options a quantisation-aware run takes from its source run unless given.
+_QAT_FROM_SOURCE = (
+    "dataset",
+    "model",
+    "model_kwargs",
+    "batch_size",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "lr_schedule",
+    "lr_step_size",
+    "lr_gamma",
+    "loss",
+    "beta",
+    "loss_norm",
+    "color_jitter",
+    "max_shift",
+    "view_jitter",
+    "roll_jitter_deg",
+    "resize",
+    "crop",
+    "seed",
+)
+#: Options a quantisation-aware run must share with its source (the weights were trained so).
+_QAT_SAME_AS_SOURCE = ("model", "model_kwargs", "resize", "crop")
 #: Options of one invocation, never taken from a resumed run.
 _PER_INVOCATION = ("workers", "threads", "max_steps", "device", "channels_last")
 #: Options that may differ when a run is resumed (None: keep the run's value).
@@ -617,6 +651,7 @@ def main(
     steps: int | None = None,
     min_steps_per_epoch: int | None = None,
     min_epochs: int | None = None,
+    qat_from: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train a model; see the module docstring. Returns a summary dict.
@@ -636,6 +671,9 @@ def main(
     ``max_steps``: stop after this many optimizer steps (smoke tests; the partial epoch counts
     as finished). ``model_kwargs``: extra constructor arguments of the model (e.g.
     ``{"dropout": 0.2}``), recorded in the checkpoint's ``model_args``.
+    ``qat_from``: a checkpoint to fine-tune with INT8 simulated (:mod:`posenet_train.qat`): a
+    new run whose options not given are the source run's, but ``QAT_STEPS`` steps at
+    ``QAT_LR_FACTOR`` times its learning rate; the model and input geometry must be the source's.
 
     Returns ``{"output", "last", "best", "epochs_done", "global_step", "best_val", "last_val"}``.
     Raises PoseNetTrainError (or a subclass) for bad options, data or checkpoints.
@@ -681,6 +719,7 @@ def main(
             "steps": steps,
             "min_steps_per_epoch": min_steps_per_epoch,
             "min_epochs": min_epochs,
+            "qat_from": None if qat_from is None else str(Path(qat_from).resolve()),
         }
         return _train(requested, output, resume, overwrite, progress, ddp)
     finally:
@@ -688,6 +727,48 @@ def main(
         torch.set_num_threads(previous_threads)
         if ddp.initialised_here and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _qat_config(requested: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options of a new quantisation-aware run and its source checkpoint."""
+    source_path = Path(requested["qat_from"])
+    source = load_checkpoint(source_path)
+    saved = source["extra"].get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"--qat-from {source_path}: the checkpoint records no training options (write it "
+            "with posenet_train.train)"
+        )
+    saved = {**saved, "model_kwargs": dict(saved.get("model_kwargs") or {})}
+    saved["crop"] = None if saved.get("crop") is None else tuple(saved["crop"])
+    cfg = {k: (DEFAULTS.get(k) if v is None else v) for k, v in requested.items()}
+    for key in _QAT_FROM_SOURCE:
+        if requested.get(key) is None and saved.get(key) is not None:
+            cfg[key] = saved[key]
+    cfg["crop"] = None if cfg["crop"] is None else _parse_crop(cfg["crop"])
+    for key in _QAT_SAME_AS_SOURCE:
+        if requested.get(key) is not None and cfg[key] != saved.get(key):
+            raise PoseNetTrainError(
+                f"--qat-from {source_path} was trained with {key}={saved.get(key)!r}; a "
+                f"quantisation-aware run fine-tunes those weights, so {key}={cfg[key]!r} is "
+                "not allowed (leave it out)"
+            )
+    if requested["dataset"] is not None:
+        cfg["dataset"] = _absolute_dataset(requested["dataset"])
+    cfg["pretrained"] = None  # the weights are the source's
+    cfg["freeze_backbone_epochs"] = 0
+    if requested["lr"] is None:
+        cfg["lr"] = float(saved.get("lr", DEFAULTS["lr"])) * QAT_LR_FACTOR
+    if requested["epochs"] is None:
+        cfg["epochs"] = None
+        cfg["steps"] = QAT_STEPS if requested["steps"] is None else requested["steps"]
+        if requested["min_epochs"] is None:
+            cfg["min_epochs"] = QAT_MIN_EPOCHS
+    else:
+        cfg["steps"] = cfg["min_epochs"] = None
+    if cfg["batch_size"] is not None:
+        cfg["min_steps_per_epoch"] = None
+    return cfg, source
 
 
 def _train(
@@ -699,6 +780,7 @@ def _train(
     ddp: _Dist,
 ) -> dict[str, Any]:
     _check_schedule_request(requested)
+    qat_source = None
     resume_path = _prepare_output(output, None if resume is None else str(resume), overwrite)
     ckpt = load_checkpoint(resume_path) if resume_path is not None else None
     saved = None
@@ -711,11 +793,13 @@ def _train(
         cfg.setdefault("frozen_blocks", 0)
         cfg.setdefault("view_jitter", 0.0)  # runs from before the view augmentation had none
         cfg.setdefault("roll_jitter_deg", 0.0)
-        for key in ("steps", "min_steps_per_epoch", "min_epochs"):
+        for key in ("steps", "min_steps_per_epoch", "min_epochs", "qat_from"):
             cfg.setdefault(key, None)
         cfg["crop"] = tuple(cfg["crop"])
         if requested["steps"] is not None and requested["epochs"] is None:
             cfg["epochs"] = None  # derive from the new step budget, at the run's batch size
+    elif requested["qat_from"] is not None:
+        cfg, qat_source = _qat_config(requested)
     else:
         if requested["dataset"] is None:
             raise PoseNetTrainError("--dataset is required for a new run")
@@ -802,6 +886,15 @@ def _train(
             net.load_state_dict(ckpt["model_state"])
         except RuntimeError as exc:
             raise CheckpointError(f"{resume_path}: weights do not fit the model: {exc}") from exc
+    elif qat_source is not None:
+        model_args = dict(qat_source["model_args"])
+        net = build_model(**{**model_args, "pretrained": None})
+        try:
+            net.load_state_dict(qat_source["model_state"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{cfg['qat_from']}: weights do not fit the model: {exc}"
+            ) from exc
     else:
         if "pretrained" in cfg["model_kwargs"]:
             raise PoseNetTrainError("set pretrained weights with --pretrained, not --model-arg")
@@ -825,6 +918,25 @@ def _train(
             f"the model has an uncertainty head (uncertainty=True) that --loss {cfg['loss']} "
             "would leave untrained (its exported variances would mean nothing): use --loss nll"
         )
+    if qat_source is not None and qat_source.get("loss_state"):
+        try:
+            loss_fn.load_state_dict(qat_source["loss_state"])
+        except (RuntimeError, KeyError) as exc:
+            raise CheckpointError(
+                f"{cfg['qat_from']}: its learned loss weights do not fit --loss "
+                f"{cfg['loss']}: {exc}"
+            ) from exc
+    fake_quant, calibration_BCHW = None, None
+    if cfg["qat_from"] is not None:
+        fake_quant, calibration_BCHW = _attach_fake_quant(net, cfg, train_records, device)
+        if ddp.is_main:
+            print(
+                f"quantisation-aware fine-tuning of {cfg['qat_from']}: {fake_quant.describe()}; "
+                f"activation ranges from {len(calibration_BCHW)} training images, recomputed "
+                "every epoch; validation medians are those of the simulated INT8 model",
+                file=sys.stderr,
+                flush=True,
+            )
     optimizer = _build_optimizer(cfg, net, loss_fn)
     scheduler = _build_scheduler(cfg, optimizer)
 
@@ -937,7 +1049,11 @@ def _train(
                 break
             t_epoch = time.monotonic()
             net.set_backbone_frozen(epoch < cfg["freeze_backbone_epochs"])
+            if fake_quant is not None:
+                fake_quant.calibrate(calibration_BCHW, cfg["batch_size"])
             train_model.train()
+            if fake_quant is not None:
+                fake_quant.freeze_batchnorm()
             generator.manual_seed(_derive_seed(cfg["seed"], 2, epoch, ddp.rank))
             if ddp.active:
                 sampler.set_epoch(epoch)
@@ -1065,11 +1181,26 @@ def _train(
     }
 
 
+def _attach_fake_quant(
+    net: PoseNetModel, cfg: dict[str, Any], train_records: Sequence[Any], device: torch.device
+) -> tuple[Any, torch.Tensor]:
+    """Simulated INT8 on ``net`` and its calibration images: the training images the export's
+    calibration set holds (spread evenly, no augmentation), so the ranges match quantize's."""
+    from posenet_train import qat
+    from posenet_train.export import CALIBRATION_IMAGES, preprocess_images, spread_records
+
+    chosen = spread_records(train_records, CALIBRATION_IMAGES)
+    images = torch.from_numpy(preprocess_images(chosen, int(cfg["resize"]), tuple(cfg["crop"])))
+    fake_quant = qat.attach(net, images[:1].to(device))
+    return fake_quant, images
+
+
 def _can_cache_trunk(cfg: dict[str, Any]) -> bool:
     """Whether every training sample is one fixed crop, so the frozen trunk's output can be
     computed once: blocks frozen, centre crops only (max shift 0), no colour or view jitter."""
     return (
         cfg["frozen_blocks"] > 0
+        and cfg.get("qat_from") is None  # the simulated INT8 trunk is not the float one
         and cfg["max_shift"] == 0
         and cfg["color_jitter"] == 0.0
         and cfg["view_jitter"] == 0.0
@@ -1261,7 +1392,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="posenet-train",
         description="Train a PoseNet-style camera relocalizer on a posed image dataset.",
     )
-    p.add_argument("--dataset", help="dataset folder or FORMAT:PATH (required for a new run)")
+    p.add_argument(
+        "--dataset",
+        help="dataset folder or FORMAT:PATH (required for a new run; with --qat-from, the "
+        "source run's)",
+    )
     p.add_argument(
         "--output", required=True, help="run folder: checkpoints, log.csv, tensorboard/"
     )
@@ -1433,6 +1568,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train with NHWC tensors (same model, different memory layout): about 1.8x "
         "faster per step for EfficientNet-Lite0 on CPU (oneDNN)",
+    )
+    p.add_argument(
+        "--qat-from",
+        metavar="CHECKPOINT",
+        help="quantisation-aware fine-tuning: a new run from this checkpoint's weights with INT8"
+        " simulated (posenet_train.qat), for an INT8 file that keeps the accuracy; options not "
+        f"given are the source run's, but {QAT_STEPS} steps (--steps) at {QAT_LR_FACTOR:g}x its"
+        " --lr. Then export and quantize its last.pt as usual (quantize --reference "
+        "SOURCE.onnx compares with the source's FP32 file)",
     )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
