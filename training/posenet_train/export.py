@@ -82,6 +82,7 @@ __all__ = [
     "INPUT_NAME",
     "OPSET",
     "OUTPUT_NAMES",
+    "QAT_KEY",
     "TOLERANCE",
     "UNCERTAINTY_CALIBRATION_CHOICES",
     "UNCERTAINTY_OUTPUT",
@@ -101,6 +102,9 @@ UNCERTAINTY_OUTPUT = "log_variance"
 #: Splits the uncertainty can be recalibrated on, or "none".
 UNCERTAINTY_CALIBRATION_CHOICES = ("train", "test", "none")
 UNCERTAINTY_CALIBRATION_KEY = "posenet_train.uncertainty_calibration"
+#: The source checkpoint of a quantisation-aware run (train --qat-from): the file's weights are
+#: tuned for INT8, so its FP32 form is only the input of posenet_train.quantize.
+QAT_KEY = "posenet_train.qat_from"
 OPSET = 17
 #: Largest allowed |ONNX Runtime - PyTorch| over the check images.
 TOLERANCE = 1e-4
@@ -157,12 +161,16 @@ def build_metadata(
         )
     except ModelFileError as exc:
         raise ModelError(f"the checkpoint cannot make a valid model file: {exc}") from None
-    return {
+    metadata = {
         **contract,
         "posenet_train.checkpoint": checkpoint_path.name,
         "posenet_train.epoch": str(int(ckpt["epoch"])),
         "posenet_train.dataset_path": str(dataset),
     }
+    qat_from = (extra.get("config") or {}).get("qat_from")
+    if qat_from:
+        metadata[QAT_KEY] = str(qat_from)
+    return metadata
 
 
 def training_fingerprint(dataset: str) -> str:
@@ -515,6 +523,13 @@ def main(
             f"wrote {output} ({size_mb:.1f} MB): "
             + ", ".join(f"{k}={v}" for k, v in metadata.items() if k.startswith("posenet."))
         )
+        if QAT_KEY in metadata:
+            print(
+                f"NOTE: {checkpoint} was fine-tuned for INT8 (--qat-from {metadata[QAT_KEY]}): "
+                f"quantise {output.name} with posenet_train.quantize and deploy the INT8 file; in "
+                "FP32 these weights are less accurate than the source run's (its validation "
+                "median above is the simulated INT8 one)"
+            )
 
     if calibration_images > 0:
         if calib_npy.exists() and calib_json.exists() and not overwrite:

@@ -53,6 +53,11 @@ Choosing on the split that is then reported flatters the result a little (the st
 search is picked on those labels): ``--select-split train`` makes the choices on the training
 images and checks the budget on ``--split``.
 
+Quantisation-aware fine-tuning (``posenet_train.train --qat-from RUN/last.pt``, see
+:mod:`posenet_train.qat`) makes weights that lose less on this grid: export that run, quantise
+its file with ``--reference`` the source run's FP32 file, so the budget is judged against the
+model the user had, not the fine-tuned weights in float (which are tuned for INT8, and worse).
+
 ``--analyse`` prints and writes only the sensitivity table (no model file; ``--granularity
 block`` measures blocks instead of layers). See quantize_search.py for the definitions.
 

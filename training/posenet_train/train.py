@@ -976,6 +976,12 @@ def _train(
             net, train_set, cfg["batch_size"], device, ddp.is_main and progress, ddp.is_main
         )
         train_model = _FromTrunk(net)
+    elif cfg["frozen_blocks"] and cfg["qat_from"] is not None and ddp.is_main:
+        print(
+            "the frozen trunk's output is computed every step (not cached): quantisation-aware "
+            "training simulates INT8 in it",
+            file=sys.stderr,
+        )
     elif cfg["frozen_blocks"] and ddp.is_main:
         print(
             f"the frozen trunk's output is computed every step (not cached): the training crops "

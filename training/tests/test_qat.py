@@ -16,6 +16,7 @@ import torch
 from posenet_train import qat
 from posenet_train.checkpoint import load_checkpoint, model_from_checkpoint, save_model_checkpoint
 from posenet_train.errors import CheckpointError, ModelError, PoseNetTrainError
+from posenet_train.export import QAT_KEY
 from posenet_train.export import main as export_main
 from posenet_train.models import build_model
 from posenet_train.quantize import QUANTIZATION_KEY
@@ -159,6 +160,8 @@ def test_qat_run_fine_tunes_the_source_and_exports_as_usual(source, tmp_path, ca
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)
     exported = export_main(out / "last.pt", tmp_path / "qat.onnx", calibration_images=8)
     assert exported["max_abs_diff"] is not None
+    assert exported["metadata"][QAT_KEY] == str(source["last"].resolve())
+    assert "fine-tuned for INT8" in capsys.readouterr().out
 
 
 def test_qat_run_resumes_exactly(source, tmp_path):
