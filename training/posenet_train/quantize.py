@@ -87,7 +87,7 @@ from posenet_core.errors import CalibrationDataError
 from posenet_core.files import replaced_atomically
 from posenet_train.errors import DatasetError, ModelError, PoseNetTrainError
 from posenet_train.evaluate import read_onnx_contract
-from posenet_train.export import write_metadata
+from posenet_train.export import QAT_KEY, write_metadata
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -642,6 +642,13 @@ def main(
     calibration = Path(calibration) if calibration else calibration_paths(model)[0]
     images = load_calibration(calibration, contract.input_hw)
     baseline = _reference_model(reference, model, contract, threads)
+    if baseline == model and metadata.get(QAT_KEY):
+        print(
+            f"NOTE: {model.name} holds weights fine-tuned for INT8 (train --qat-from "
+            f"{metadata[QAT_KEY]}), which are worse in FP32: the increase below is against them."
+            " Pass --reference with the source run's FP32 file to judge against the model you had",
+            file=sys.stderr,
+        )
 
     dataset_spec, dataset_origin = _resolve_dataset(dataset, use_model_dataset, metadata)
     if dataset_spec is not None:

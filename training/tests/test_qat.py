@@ -162,6 +162,8 @@ def test_qat_run_fine_tunes_the_source_and_exports_as_usual(source, tmp_path, ca
     assert exported["max_abs_diff"] is not None
     assert exported["metadata"][QAT_KEY] == str(source["last"].resolve())
     assert "fine-tuned for INT8" in capsys.readouterr().out
+    quantize_main(exported["model"], threads=1, use_model_dataset=False, method="minmax")
+    assert "Pass --reference" in capsys.readouterr().err
 
 
 def test_qat_run_resumes_exactly(source, tmp_path):
