@@ -31,6 +31,7 @@ printed with their increase. Then:
 
 * calibration method: ``--method auto`` (default) quantises with MinMax, Entropy and Percentile
   (``quantize_static``'s own settings) and keeps the one with the smallest error increase
+  (a file from a quantisation-aware run takes MinMax, the ranges its weights were tuned for)
   (without a dataset: the smallest deviation from FP32 on the calibration images); the
   comparison is printed and recorded. With ONNX Runtime 1.32 its Entropy calibration histograms
   128 bins into 128 quantised bins, so it can only return the full range: its ranges equal
@@ -642,6 +643,12 @@ def main(
     calibration = Path(calibration) if calibration else calibration_paths(model)[0]
     images = load_calibration(calibration, contract.input_hw)
     baseline = _reference_model(reference, model, contract, threads)
+    if method == "auto" and metadata.get(QAT_KEY):
+        method = "minmax"
+        print(
+            f"{model.name} was fine-tuned for INT8 with MinMax ranges (posenet_train.qat): "
+            "calibrating with MinMax (--method to choose another)"
+        )
     if baseline == model and metadata.get(QAT_KEY):
         print(
             f"NOTE: {model.name} holds weights fine-tuned for INT8 (train --qat-from "
