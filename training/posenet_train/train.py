@@ -157,8 +157,9 @@ DEFAULTS: dict[str, Any] = {
     "qat_from": None,
 }
 #: Quantisation-aware fine-tuning (``--qat-from``): a short, slow run from trained weights. What
-#: is not given comes from the source run, except these (and ``--frozen-blocks``, 0: every
-#: layer is rounded in the INT8 file, so every layer may adapt to it).
+#: is not given comes from the source run, except these. ``--frozen-blocks`` too is the source's:
+#: on the demo model (14 blocks frozen) training every block drifted (simulated INT8 2.03 deg,
+#: 1.95 deg at a third of the lr) where keeping them frozen gave 1.80 deg (FP32: 1.73 deg).
 QAT_STEPS = 500
 QAT_LR_FACTOR = 0.1
 QAT_MIN_EPOCHS = 1
@@ -184,6 +185,7 @@ _QAT_FROM_SOURCE = (
     "resize",
     "crop",
     "seed",
+    "frozen_blocks",
 )
 #: Options a quantisation-aware run must share with its source (the weights were trained so).
 _QAT_SAME_AS_SOURCE = ("model", "model_kwargs", "resize", "crop")

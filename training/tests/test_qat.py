@@ -149,7 +149,7 @@ def test_qat_run_fine_tunes_the_source_and_exports_as_usual(source, tmp_path, ca
     assert config["qat_from"] == str(source["last"].resolve())
     assert config["lr"] == pytest.approx(saved["lr"] * QAT_LR_FACTOR)
     assert config["dataset"] == saved["dataset"] and config["crop"] == saved["crop"]
-    assert config["frozen_blocks"] == 0 and config["steps"] == 6
+    assert config["frozen_blocks"] == saved["frozen_blocks"] and config["steps"] == 6
     before = load_checkpoint(source["last"])["model_state"]
     after = load_checkpoint(out / "last.pt")["model_state"]
     assert set(before) == set(after)  # plain keys: export reads it like any checkpoint
@@ -226,3 +226,14 @@ def test_quantize_refuses_a_reference_with_another_input(source, tmp_path):
                 use_model_dataset=False,
                 reference=reference,
             )
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 1), (0, 0)])
+def test_qat_keeps_the_source_frozen_blocks_unless_told(tmp_path, given, expected):
+    train_tiny(tmp_path, frozen_blocks=1, max_shift=0, model_kwargs={"width": 8})
+    options = {"qat_from": tmp_path / "run" / "last.pt", "steps": 3, "threads": 1}
+    if given is not None:
+        options["frozen_blocks"] = given
+    result = train_main(None, tmp_path / "qat", progress=False, **options)
+    config = json.loads((result["output"] / "config.json").read_text())
+    assert config["frozen_blocks"] == expected and result["global_step"] == 3
