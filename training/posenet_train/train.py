@@ -46,6 +46,14 @@ the run's saved options apply; options given again must match them, except ``--e
 train longer), ``--val-every``, ``--workers``, ``--threads``, ``--max-steps``, ``--device`` and
 ``--channels-last``.
 
+Quantisation-aware fine-tuning (``--qat-from RUN/last.pt``, issue 18): a new run from that
+checkpoint's weights with INT8 simulated (:mod:`posenet_train.qat`), for an INT8 file that keeps
+the accuracy. Options not given are the source run's (dataset, input, loss, augmentation,
+``--frozen-blocks``), except the schedule: ``QAT_STEPS`` optimizer steps at ``QAT_LR_FACTOR``
+times its learning rate. Batch norm stays frozen; the validation medians are those of the
+simulated INT8 model. Export and quantise its ``last.pt`` as usual (``quantize --reference`` with
+the source's FP32 file); its weights in FP32 are worse than the source's.
+
 Multi-process data-parallel training: ``torchrun --nproc_per_node=N -m posenet_train.train ...``
 (one process per GPU, NCCL; or gloo on CPU). Every rank reads the dataset, a DistributedSampler
 splits each epoch between them, gradients are averaged, and only rank 0 validates and writes
