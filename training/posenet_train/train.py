@@ -889,22 +889,16 @@ def _train(
 
     # Model, loss, optimizer, scheduler.
     _seed_all(cfg["seed"])
-    if ckpt is not None:
-        model_args = dict(ckpt["model_args"])
+    # A resumed run, or a quantisation-aware one, starts from a checkpoint's weights.
+    start_from, start_path = (ckpt, resume_path) if ckpt is not None else (qat_source, None)
+    if start_from is not None:
+        start_path = start_path or cfg["qat_from"]
+        model_args = dict(start_from["model_args"])
         net = build_model(**{**model_args, "pretrained": None})
         try:
-            net.load_state_dict(ckpt["model_state"])
+            net.load_state_dict(start_from["model_state"])
         except RuntimeError as exc:
-            raise CheckpointError(f"{resume_path}: weights do not fit the model: {exc}") from exc
-    elif qat_source is not None:
-        model_args = dict(qat_source["model_args"])
-        net = build_model(**{**model_args, "pretrained": None})
-        try:
-            net.load_state_dict(qat_source["model_state"])
-        except RuntimeError as exc:
-            raise CheckpointError(
-                f"{cfg['qat_from']}: weights do not fit the model: {exc}"
-            ) from exc
+            raise CheckpointError(f"{start_path}: weights do not fit the model: {exc}") from exc
     else:
         if "pretrained" in cfg["model_kwargs"]:
             raise PoseNetTrainError("set pretrained weights with --pretrained, not --model-arg")
