@@ -20,18 +20,13 @@ from posenet_train.errors import CheckpointError, DatasetError, PoseNetTrainErro
 from posenet_train.train import build_parser, cli, main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_scene import CROP, RESIZE, write_tiny_cambridge  # noqa: E402
+from tiny_scene import CROP, RESIZE, TINY_TRAIN, write_tiny_cambridge  # noqa: E402
 
 # posenet-tiny at 32x32: a training step takes milliseconds; dropout and colour jitter keep the
 # random streams busy so resumption has something to get wrong. The step lr schedule: these
 # runs change --epochs on resume, which a cosine schedule (the default) does not follow.
 TINY = {
-    "model": "posenet-tiny",
-    "batch_size": 4,
-    "resize": RESIZE,
-    "crop": CROP,
-    "threads": 1,
-    "progress": False,
+    **TINY_TRAIN,
     "color_jitter": 0.3,
     "lr": 1e-3,
     "lr_schedule": "step",

@@ -27,7 +27,7 @@ from posenet_train.view_jitter import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_scene import CROP, RESIZE, random_records, write_tiny_cambridge  # noqa: E402
+from tiny_scene import CROP, RESIZE, TINY_TRAIN, random_records, write_tiny_cambridge  # noqa: E402
 
 # dino's camera (dino_par.txt at 640x480), a wide 3:1 one and a square one.
 DINO_K = np.array([[3310.4, 0.0, 316.73], [0.0, 3325.5, 200.55], [0.0, 0.0, 1.0]])
@@ -216,12 +216,7 @@ def dataset(tmp_path_factory) -> Path:
 
 
 TINY = {
-    "model": "posenet-tiny",
-    "batch_size": 4,
-    "resize": RESIZE,
-    "crop": CROP,
-    "threads": 1,
-    "progress": False,
+    **TINY_TRAIN,
     "max_shift": 0,
     "val_every": 0,
 }

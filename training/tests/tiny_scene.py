@@ -63,6 +63,18 @@ def write_tiny_cambridge(folder: Path, n_train: int = 12, n_test: int = 4) -> Pa
     return folder
 
 
+#: ``posenet_train.train.main`` options of a tiny run: posenet-tiny at this dataset's resize and
+#: crop, batch 4, one thread, no progress bar.
+TINY_TRAIN = {
+    "model": "posenet-tiny",
+    "batch_size": 4,
+    "resize": RESIZE,
+    "crop": CROP,
+    "threads": 1,
+    "progress": False,
+}
+
+
 def train_tiny(root: Path, **options) -> tuple[Path, Path]:
     """``(dataset, best.pt)`` of a posenet-tiny run on a tiny dataset written into ``root``.
 
@@ -72,15 +84,7 @@ def train_tiny(root: Path, **options) -> tuple[Path, Path]:
     from posenet_train.train import main as train_main  # imports torch: only when training
 
     dataset = write_tiny_cambridge(Path(root) / "scene")
-    defaults = {
-        "model": "posenet-tiny",
-        "epochs": 1,
-        "batch_size": 4,
-        "resize": RESIZE,
-        "crop": CROP,
-        "threads": 1,
-        "progress": False,
-    }
+    defaults = {**TINY_TRAIN, "epochs": 1}
     result = train_main(dataset, Path(root) / "run", **{**defaults, **options})
     return dataset, result["best"]
 
