@@ -890,9 +890,10 @@ def _train(
     # Model, loss, optimizer, scheduler.
     _seed_all(cfg["seed"])
     # A resumed run, or a quantisation-aware one, starts from a checkpoint's weights.
-    start_from, start_path = (ckpt, resume_path) if ckpt is not None else (qat_source, None)
+    start_from, start_path = (
+        (ckpt, resume_path) if ckpt is not None else (qat_source, cfg["qat_from"])
+    )
     if start_from is not None:
-        start_path = start_path or cfg["qat_from"]
         model_args = dict(start_from["model_args"])
         net = build_model(**{**model_args, "pretrained": None})
         try:
