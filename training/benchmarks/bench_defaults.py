@@ -19,8 +19,9 @@ Each set trains with the defaults (``posenet_train.train`` with only ``--frozen-
 (``last.pt``) and nearest-neighbour retrieval are evaluated on the test split; one row per set:
 the derived input and schedule, the time, the medians, and the ratio retrieval / PoseNet.
 ``--resize``/``--crop`` (with a ``--tag`` for the run folders) replace the derived input, to
-compare input sizes; ``--view-jitter``, ``--roll-jitter-deg``, ``--color-jitter``, ``--loss``
-and ``--steps`` replace the trainer's augmentation, loss and schedule defaults, to compare them.
+compare input sizes; ``--view-jitter``, ``--roll-jitter-deg``, ``--color-jitter``, ``--loss``,
+``--beta`` and ``--steps`` replace the trainer's augmentation, loss and schedule defaults, to
+compare them.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def cli() -> None:
     )
     parser.add_argument("--color-jitter", type=float, help="(default: the trainer's)")
     parser.add_argument("--loss", help="loss name (default: the trainer's)")
+    parser.add_argument("--beta", type=float, help="orientation weight (default: the trainer's)")
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the trainer's)")
     parser.add_argument("--tag", default="", help="suffix of the run folders (comparisons)")
     args = parser.parse_args()
@@ -147,6 +149,7 @@ def cli() -> None:
         "roll_jitter_deg": args.roll_jitter_deg,
         "color_jitter": args.color_jitter,
         "loss": args.loss,
+        "beta": args.beta,
         "steps": args.steps,
     }
     print(
